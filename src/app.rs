@@ -1,0 +1,222 @@
+//! Building and running a replica: bind first (port 0 in tests, so the real ports are known),
+//! open the core, then serve gRPC and HTTP until the shutdown future completes.
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::clock::Clock;
+use crate::crypto::Kek;
+use crate::grpc::pb::admin_service_server::AdminServiceServer;
+use crate::grpc::pb::token_service_server::TokenServiceServer;
+use crate::grpc::{self, admin::AdminApi, token::TokenApi};
+use crate::service::{Settings, Tessera};
+use crate::storage::{NOTIFY_CHANNEL, Store};
+
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub database_url: String,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    /// None = derived from the bound HTTP address.
+    pub issuer: Option<String>,
+    pub settings: Settings,
+    pub kek: Kek,
+    pub migrate: bool,
+}
+
+pub struct Application {
+    core: Arc<Tessera>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Application {
+    pub async fn build(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url).await?;
+        if config.migrate {
+            store.migrate().await?;
+        } else {
+            let pending = store.pending_migrations().await?;
+            if !pending.is_empty() {
+                anyhow::bail!(
+                    "database schema is behind ({} pending migrations): run `tessera migrate`",
+                    pending.len()
+                );
+            }
+        }
+        let grpc = TcpListener::bind(&config.grpc_addr)
+            .await
+            .with_context(|| format!("bind gRPC {}", config.grpc_addr))?;
+        let http = TcpListener::bind(&config.http_addr)
+            .await
+            .with_context(|| format!("bind HTTP {}", config.http_addr))?;
+        let mut settings = config.settings;
+        settings.issuer = match config.issuer {
+            Some(i) => i,
+            None => format!("http://{}", http.local_addr()?),
+        };
+        let core = Tessera::open(store, settings, config.kek, clock).await?;
+        Ok(Self { core, grpc, http })
+    }
+
+    pub fn core(&self) -> &Arc<Tessera> {
+        &self.core
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets requests in flight finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { core, grpc, http } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(follow_changes(
+            Arc::clone(&core),
+            Arc::clone(&wake),
+            stop_rx.clone(),
+        ));
+        if core.store.is_postgres() {
+            tokio::spawn(listen_for_changes(
+                Arc::clone(&core),
+                Arc::clone(&wake),
+                stop_rx.clone(),
+            ));
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<TokenServiceServer<TokenApi>>().await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let token_service = TokenServiceServer::new(TokenApi::new(Arc::clone(&core)))
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&core)))
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+
+        let grpc_stop = wait_for(stop_rx.clone());
+        let grpc_server = tonic::transport::Server::builder()
+            .timeout(crate::http::REQUEST_TIMEOUT)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(token_service)
+            .add_service(admin_service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                async move {
+                    grpc_stop.await;
+                    health
+                        .set_not_serving::<TokenServiceServer<TokenApi>>()
+                        .await;
+                },
+            );
+        let http_server = axum::serve(http, crate::http::router(Arc::clone(&core)))
+            .with_graceful_shutdown(wait_for(stop_rx.clone()));
+        tracing::info!(issuer = %core.settings.issuer, "serving");
+        let (g, h) = tokio::join!(grpc_server, http_server);
+        g.context("gRPC server")?;
+        h.context("HTTP server")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Polls the change feed (and wakes early on PostgreSQL NOTIFY), so every change made anywhere
+/// reaches this replica within the poll interval.
+async fn follow_changes(core: Arc<Tessera>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let poll = core.settings.change_poll_interval;
+    let mut last_purge = tokio::time::Instant::now();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match core.sync_changes().await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("change feed reachable again");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !failing {
+                    e.log_if_server_error("change feed");
+                    tracing::warn!("change feed unreachable; retrying");
+                }
+                failing = true;
+            }
+        }
+        if last_purge.elapsed() > Duration::from_secs(60) {
+            core.purge_expired();
+            last_purge = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// PostgreSQL LISTEN on the change channel: a wake-up only; the feed table is the truth.
+async fn listen_for_changes(
+    core: Arc<Tessera>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let pool = core.store.db().get_postgres_connection_pool().clone();
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            // Catch up on anything missed while not listening.
+            wake.notify_one();
+            loop {
+                l.recv().await?;
+                wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            r = listener => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "change notifications lost; reconnecting");
+                }
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The `tessera` binary: `serve`, `migrate`, and `client …` working directly on the configured
+//! database (so they work before any server runs; running servers see changes through the
+//! change feed). Every setting is a flag and an environment variable.
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::app::{Application, ServeConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{DEFAULT_DATABASE_URL, resolve_kek, value_or_file};
+use crate::crypto::SigningAlg;
+use crate::crypto::secret::SecretHasher;
+use crate::domain::{Capability, Client, NewClient, ScopeSet};
+use crate::service::{Admin, Settings};
+use crate::storage::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tessera",
+    version,
+    about = "OAuth2 token service: client credentials, token exchange for users, introspection, revocation"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// sea-orm database URL: sqlite://FILE?mode=rwc or postgres://USER:PASSWORD@HOST/DB.
+    #[arg(
+        long,
+        env = "TESSERA_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// File holding the database URL (for Kubernetes Secrets).
+    #[arg(long, env = "TESSERA_DATABASE_URL_FILE", global = true)]
+    pub database_url_file: Option<PathBuf>,
+}
+
+impl DbArgs {
+    pub fn url(&self) -> anyhow::Result<String> {
+        Ok(value_or_file(
+            self.database_url.clone(),
+            self.database_url_file.as_deref(),
+            "database URL",
+        )?
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply pending migrations (unless --no-migrate), then serve gRPC and HTTP.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "TESSERA_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    #[arg(long, env = "TESSERA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Issuer identifier (`iss`, RFC 8414); default http://<HTTP address>.
+    #[arg(long, env = "TESSERA_ISSUER")]
+    pub issuer: Option<String>,
+    /// Algorithm of newly generated signing keys: EdDSA, ES256 or RS256.
+    #[arg(long, env = "TESSERA_SIGNING_ALG", default_value = "EdDSA")]
+    pub signing_alg: SigningAlg,
+    /// Default access-token lifetime in seconds (clients may have their own).
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    pub access_token_ttl: i64,
+    /// 32 random bytes, base64: encrypts signing keys at rest. Required with PostgreSQL.
+    #[arg(long, env = "TESSERA_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<String>,
+    #[arg(long, env = "TESSERA_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// Parallel argon2 verifications at most (default: the number of CPUs).
+    #[arg(long, env = "TESSERA_ARGON2_CONCURRENCY")]
+    pub argon2_concurrency: Option<usize>,
+    /// Change-feed poll interval in milliseconds (PostgreSQL also wakes on NOTIFY).
+    #[arg(long, env = "TESSERA_CHANGE_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=5000))]
+    pub change_poll_ms: u64,
+    /// Do not apply migrations (run `tessera migrate` separately, e.g. as a Helm hook).
+    #[arg(long)]
+    pub no_migrate: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Create a client; prints its client_id and client_secret (shown once).
+    Create(CreateArgs),
+    /// List clients.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a new secret (printed once); existing secrets stay valid until removed.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one secret (see `client show` for secret ids).
+    RemoveSecret {
+        client_id: String,
+        secret_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable the client: it can no longer authenticate and none of its tokens is active.
+    Disable {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled client.
+    Enable {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every token issued to the client until now.
+    RevokeTokens {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Allowed scopes, space-delimited (may be repeated).
+    #[arg(long)]
+    pub scope: Vec<String>,
+    /// Allowed audience (repeat for several).
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// introspect | revoke | admin (repeat for several).
+    #[arg(long)]
+    pub capability: Vec<String>,
+    /// Access-token lifetime in seconds (default: the server's).
+    #[arg(long)]
+    pub access_token_ttl: Option<i64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn",
+            )
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli.db.url()?;
+    match cli.command {
+        Command::Serve(args) => serve(url, args).await,
+        Command::Migrate => {
+            let store = Store::connect(&url).await?;
+            store.migrate().await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Client(cmd) => client(url, cmd).await,
+    }
+}
+
+async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
+    let kek_value = value_or_file(
+        args.key_encryption_key,
+        args.key_encryption_key_file.as_deref(),
+        "key-encryption key",
+    )?;
+    let kek = resolve_kek(kek_value, &database_url)?;
+    let mut settings = Settings::new(String::new());
+    settings.signing_alg = args.signing_alg;
+    settings.access_token_ttl = args.access_token_ttl;
+    settings.change_poll_interval = std::time::Duration::from_millis(args.change_poll_ms);
+    if let Some(n) = args.argon2_concurrency {
+        settings.argon2_concurrency = n.max(1);
+    }
+    let config = ServeConfig {
+        database_url,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        issuer: args.issuer,
+        settings,
+        kek,
+        migrate: !args.no_migrate,
+    };
+    let app = Application::build(config, Arc::new(SystemClock)).await?;
+    tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "listening");
+    app.run_until(shutdown_signal()).await
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn client_json(c: &Client) -> serde_json::Value {
+    json!({
+        "client_id": c.client_id.as_str(),
+        "name": c.name,
+        "tenant": c.tenant,
+        "scopes": c.scopes.to_vec(),
+        "audiences": c.audiences,
+        "capabilities": c.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "access_token_ttl_seconds": c.access_token_ttl,
+        "disabled": c.disabled,
+        "tokens_revoked_before_ms": c.tokens_revoked_before_ms,
+        "created_at": c.created_at,
+        "secrets": c.secrets.iter().map(|s| json!({"secret_id": s.secret_id, "created_at": s.created_at})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_client(c: &Client) {
+    println!("client_id:    {}", c.client_id);
+    println!("name:         {}", c.name);
+    println!("tenant:       {}", c.tenant);
+    println!("scopes:       {}", c.scopes);
+    println!("audiences:    {}", c.audiences.join(" "));
+    println!(
+        "capabilities: {}",
+        c.capabilities
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let ttl = if c.access_token_ttl > 0 {
+        format!("{}s", c.access_token_ttl)
+    } else {
+        "server default".into()
+    };
+    println!("token ttl:    {ttl}");
+    println!("disabled:     {}", c.disabled);
+    for s in &c.secrets {
+        println!("secret:       {} (created {})", s.secret_id, s.created_at);
+    }
+}
+
+fn emit(c: &Client, as_json: bool) {
+    if as_json {
+        println!("{}", client_json(c));
+    } else {
+        print_client(c);
+    }
+}
+
+async fn client(database_url: String, cmd: ClientCommand) -> anyhow::Result<()> {
+    let store = Store::connect(&database_url).await?;
+    // The CLI also works on a database no server has touched yet.
+    store.migrate().await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let admin = Admin::new(store, SecretHasher::new(1)?, clock);
+    match cmd {
+        ClientCommand::Create(a) => {
+            let scopes = ScopeSet::from_tokens(
+                a.scope
+                    .iter()
+                    .flat_map(|s| s.split(' '))
+                    .filter(|s| !s.is_empty()),
+            )?;
+            let capabilities = a
+                .capability
+                .iter()
+                .map(|c| c.parse::<Capability>())
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let created = admin
+                .create_client(NewClient {
+                    name: a.name,
+                    tenant: a.tenant,
+                    scopes,
+                    audiences: a.audience,
+                    capabilities,
+                    access_token_ttl: a.access_token_ttl,
+                })
+                .await?;
+            if a.json {
+                let mut v = client_json(&created.client);
+                v["client_secret"] = json!(created.secret.as_str());
+                println!("{v}");
+            } else {
+                print_client(&created.client);
+                println!("client_secret: {}", created.secret.as_str());
+                eprintln!("\nThe client secret is shown only once: store it now.");
+            }
+        }
+        ClientCommand::List { tenant, json } => {
+            let clients = admin.list_clients(tenant.as_deref()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(clients.iter().map(client_json).collect())
+                );
+            } else {
+                for c in &clients {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        c.client_id,
+                        c.tenant,
+                        if c.disabled { "disabled" } else { "enabled" },
+                        c.name
+                    );
+                }
+            }
+        }
+        ClientCommand::Show { client_id, json } => emit(&admin.get_client(&client_id).await?, json),
+        ClientCommand::RotateSecret { client_id, json } => {
+            let added = admin.rotate_secret(&client_id).await?;
+            if json {
+                let mut v = client_json(&added.client);
+                v["client_secret"] = json!(added.secret.as_str());
+                v["secret_id"] = json!(added.secret_id);
+                println!("{v}");
+            } else {
+                println!("secret_id:     {}", added.secret_id);
+                println!("client_secret: {}", added.secret.as_str());
+                eprintln!(
+                    "\nThe new secret is shown only once. Older secrets stay valid until `client remove-secret`."
+                );
+            }
+        }
+        ClientCommand::RemoveSecret {
+            client_id,
+            secret_id,
+            json,
+        } => emit(&admin.remove_secret(&client_id, &secret_id).await?, json),
+        ClientCommand::Disable { client_id, json } => {
+            emit(&admin.set_disabled(&client_id, true).await?, json)
+        }
+        ClientCommand::Enable { client_id, json } => {
+            emit(&admin.set_disabled(&client_id, false).await?, json)
+        }
+        ClientCommand::RevokeTokens { client_id, json } => {
+            emit(&admin.revoke_client_tokens(&client_id).await?, json)
+        }
+    }
+    Ok(())
+}
+
+/// Turns a domain error from the CLI into a readable message.
+pub fn describe(err: &anyhow::Error) -> String {
+    if let Some(e) = err.downcast_ref::<crate::domain::Error>() {
+        return format!("{}: {}", e.code(), e.description());
+    }
+    format!("{err:#}")
+}

@@ -1,0 +1,38 @@
+//! gRPC adapters (tonic): decode → one service call → encode. Health and reflection are served
+//! beside TokenService and AdminService.
+pub mod admin;
+pub mod status;
+pub mod token;
+
+use tonic::Request;
+
+use crate::domain::Error;
+use crate::service::ClientCredentials;
+use crate::service::auth::parse_basic_authorization;
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+pub mod pb {
+    tonic::include_proto!("tessera.v1");
+
+    /// Encoded descriptor set for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
+}
+
+/// Largest request message accepted; OAuth requests are tiny.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `authorization: Basic base64(client_id:client_secret)` from the call's metadata.
+pub fn credentials<T>(req: &Request<T>) -> Result<ClientCredentials, Error> {
+    let value = req
+        .metadata()
+        .get("authorization")
+        .ok_or(Error::InvalidClient)?;
+    let text = value.to_str().map_err(|_| Error::InvalidClient)?;
+    parse_basic_authorization(text)
+}

@@ -1,0 +1,75 @@
+//! Reading a request: the form body (size-limited, content type checked) and the client's
+//! credentials by `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1).
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+
+use super::form::Form;
+use crate::domain::{Error, Result};
+use crate::service::ClientCredentials;
+use crate::service::auth::parse_basic_authorization;
+
+/// OAuth requests are small; anything larger is refused with 413 before it is buffered.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Failure to read the body: the error plus whether it was too large (413).
+pub struct BodyError(pub Error, pub bool);
+
+pub async fn read_form(headers: &HeaderMap, body: Body) -> std::result::Result<Form, BodyError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(BodyError(
+            Error::invalid_request("Content-Type must be application/x-www-form-urlencoded"),
+            false,
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| BodyError(Error::invalid_request("request body too large"), true))?;
+    Form::parse(&bytes).map_err(|e| BodyError(e, false))
+}
+
+/// Whether a 401 should carry `WWW-Authenticate`: the client used the header, or sent nothing.
+pub fn wants_challenge(headers: &HeaderMap, form: Option<&Form>) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || !form.is_some_and(|f| f.has("client_secret"))
+}
+
+/// The client's credentials, from exactly one method.
+pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let header_value = values.next();
+    if values.next().is_some() {
+        return Err(Error::invalid_request("more than one Authorization header"));
+    }
+    let body_secret = form.single("client_secret")?;
+    let body_id = form.single("client_id")?;
+    match header_value {
+        Some(v) => {
+            if body_secret.is_some() {
+                // RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+                return Err(Error::invalid_request(
+                    "client credentials in both the Authorization header and the body",
+                ));
+            }
+            let creds = parse_basic_authorization(v.to_str().map_err(|_| Error::InvalidClient)?)?;
+            if body_id.is_some_and(|id| id != creds.client_id) {
+                return Err(Error::invalid_request(
+                    "client_id in the body does not match the Authorization header",
+                ));
+            }
+            Ok(creds)
+        }
+        None => match (body_id, body_secret) {
+            (Some(id), Some(secret)) => Ok(ClientCredentials {
+                client_id: id.to_owned(),
+                secret: zeroize::Zeroizing::new(secret.to_owned()),
+            }),
+            (None, Some(_)) => Err(Error::invalid_request("client_secret without client_id")),
+            // No credentials, or a public client (which Tessera does not have).
+            _ => Err(Error::InvalidClient),
+        },
+    }
+}

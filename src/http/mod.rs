@@ -1,0 +1,79 @@
+//! The REST layer: the standard OAuth2 wire format, so any ordinary OAuth2 client library works.
+//! Thin: read the request, call the same service functions as gRPC, write the response.
+pub mod auth;
+pub mod error;
+pub mod form;
+pub mod introspect;
+pub mod metadata;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::domain::Error;
+use crate::service::Tessera;
+
+/// Every request completes or fails within this time (argon2 queueing included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router(core: Arc<Tessera>) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(token::token))
+        .route("/oauth2/introspect", post(introspect::introspect))
+        .route("/oauth2/revoke", post(introspect::revoke))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::metadata),
+        )
+        .route(metadata::JWKS_PATH, get(metadata::jwks))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(core)
+}
+
+fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        axum::Json(serde_json::json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "method not allowed",
+    )
+}
+
+pub(crate) fn body_error(e: auth::BodyError, operation: &str) -> Response {
+    let auth::BodyError(err, too_large) = e;
+    if too_large {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "request body too large",
+        );
+    }
+    error::error_response(err, false, operation)
+}
+
+/// Used by tests and fuzzing: the HTTP status an error maps to.
+pub fn status_for(err: &Error) -> StatusCode {
+    error::status_of(err)
+}

@@ -1,0 +1,116 @@
+//! Keeping this replica's memory in step with the database: a full load at start (and when the
+//! feed was pruned past us), then the change feed.
+use anyhow::Context;
+
+use super::Tessera;
+use crate::domain::Result;
+use crate::storage::{Change, ChangeKind};
+
+const FEED_BATCH: u64 = 1000;
+
+impl Tessera {
+    pub async fn full_resync(&self) -> anyhow::Result<()> {
+        let mut feed = self.feed.lock().await;
+        // Read the cursor first: anything committed while we load is applied again (idempotent).
+        let cursor = self
+            .store
+            .latest_change_id()
+            .await
+            .context("read change feed")?;
+        self.reload_keys().await?;
+        let clients = self.store.load_clients().await.context("load clients")?;
+        self.clients.replace_all(clients);
+        let now = self.clock.now_secs();
+        for r in self
+            .store
+            .load_live_revocations(now)
+            .await
+            .context("load revocations")?
+        {
+            self.revocations.insert(r.jti, r.expires_at);
+        }
+        feed.reset(cursor);
+        tracing::info!(
+            clients = self.clients.len(),
+            revoked_tokens = self.revocations.len(),
+            keys = self.keys.len(),
+            cursor,
+            "state loaded"
+        );
+        Ok(())
+    }
+
+    /// Applies every change committed since the last call; returns how many were applied.
+    pub async fn sync_changes(&self) -> Result<usize> {
+        let mut feed = self.feed.lock().await;
+        let now_ms = self.clock.now_ms();
+        let mut applied = 0;
+        let gaps = feed.open_gaps(now_ms);
+        for change in self.store.changes_by_id(&gaps).await? {
+            if feed.observe(change.id, now_ms) {
+                self.apply(&change).await?;
+                applied += 1;
+            }
+        }
+        loop {
+            let batch = self.store.changes_after(feed.high, FEED_BATCH).await?;
+            if let Some(first) = batch.first() {
+                if feed.high > 0 && first.id > feed.high + 1 {
+                    let oldest = self.store.oldest_change_id().await?.unwrap_or(first.id);
+                    if oldest > feed.high + 1 {
+                        // The feed was pruned past our cursor (a replica cut off for a long time).
+                        drop(feed);
+                        tracing::warn!(
+                            "change feed pruned past this replica's cursor; reloading everything"
+                        );
+                        self.full_resync()
+                            .await
+                            .map_err(crate::domain::Error::Unavailable)?;
+                        return Ok(applied);
+                    }
+                }
+            }
+            let full = batch.len() as u64 == FEED_BATCH;
+            for change in &batch {
+                if feed.observe(change.id, now_ms) {
+                    self.apply(change).await?;
+                    applied += 1;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn apply(&self, change: &Change) -> Result<()> {
+        match change.kind {
+            Some(ChangeKind::Client) => match self.store.load_client(&change.subject).await? {
+                Some(client) => {
+                    self.clients.upsert(client);
+                }
+                None => self.clients.remove(&change.subject),
+            },
+            Some(ChangeKind::Revocation) => {
+                if let Some(r) = self.store.load_revocation(&change.subject).await? {
+                    self.revocations.insert(r.jti, r.expires_at);
+                }
+            }
+            Some(ChangeKind::Keys) => self
+                .reload_keys()
+                .await
+                .map_err(crate::domain::Error::Internal)?,
+            // Written by a newer version of Tessera: nothing this one knows to do.
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Housekeeping: forget expired revocations and verified tokens.
+    pub fn purge_expired(&self) {
+        let now = self.clock.now_secs();
+        self.revocations.purge_expired(now);
+        self.tokens.purge_expired(now);
+    }
+}

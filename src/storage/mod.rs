@@ -1,0 +1,121 @@
+//! Storage: sea-orm over SQLite (embedded default) or PostgreSQL (production). Every mutation
+//! writes a row to `change_log` in the same transaction, which is how every running replica
+//! (and the CLI's changes) reach every other replica's in-memory state.
+pub mod changes;
+pub mod clients;
+pub mod entities;
+pub mod keys;
+pub mod revocations;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+};
+use tessera_migrations::{Migrator, MigratorTrait};
+
+pub use changes::{Change, ChangeKind};
+
+/// The NOTIFY channel PostgreSQL writers signal after committing a change.
+pub const NOTIFY_CHANNEL: &str = "tessera_changes";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        // Statements carry hashes and token ids as bind values: never log them.
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(3));
+        if url.starts_with("sqlite:") {
+            opts.max_connections(8)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                        .busy_timeout(Duration::from_secs(5))
+                        .foreign_keys(true)
+                        .create_if_missing(true)
+                });
+        } else {
+            opts.max_connections(16).min_connections(1);
+        }
+        let db = Database::connect(opts)
+            .await
+            .with_context(|| format!("connect to {}", redact_url(url)))?;
+        Ok(Self { db })
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend() == DbBackend::Postgres
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.db, None)
+            .await
+            .context("apply migrations")
+    }
+
+    /// Pending migration names (empty = up to date).
+    pub async fn pending_migrations(&self) -> anyhow::Result<Vec<String>> {
+        Ok(Migrator::get_pending_migrations(&self.db)
+            .await?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect())
+    }
+
+    /// Cheap liveness check of the database.
+    pub async fn ping(&self) -> Result<(), sea_orm::DbErr> {
+        self.db.ping().await
+    }
+
+    /// Wake other replicas (PostgreSQL only). Inside a transaction, NOTIFY is delivered at commit.
+    pub(crate) async fn notify(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+        if self.is_postgres() {
+            txn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}"))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A database URL with any password removed, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
+    }
+}

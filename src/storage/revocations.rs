@@ -1,0 +1,69 @@
+//! Revoked, not yet expired token ids.
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait};
+
+use super::Store;
+use super::changes::{ChangeKind, record};
+use super::entities::revoked_tokens;
+
+#[derive(Clone, Debug)]
+pub struct Revocation {
+    pub jti: String,
+    pub client_id: String,
+    /// Unix seconds; after this the row is only history.
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// Durably records a revocation (idempotent) with its change-feed row.
+    pub async fn insert_revocation(&self, r: &Revocation, now_ms: i64) -> Result<(), DbErr> {
+        let txn = self.db().begin().await?;
+        let row = revoked_tokens::ActiveModel {
+            jti: Set(r.jti.clone()),
+            client_id: Set(r.client_id.clone()),
+            expires_at: Set(r.expires_at),
+            revoked_at: Set(now_ms / 1000),
+        };
+        revoked_tokens::Entity::insert(row)
+            .on_conflict_do_nothing_on([revoked_tokens::Column::Jti])
+            .exec_without_returning(&txn)
+            .await?;
+        record(&txn, ChangeKind::Revocation, &r.jti, now_ms).await?;
+        self.notify(&txn).await?;
+        txn.commit().await
+    }
+
+    pub async fn load_revocation(&self, jti: &str) -> Result<Option<Revocation>, DbErr> {
+        Ok(revoked_tokens::Entity::find_by_id(jti.to_owned())
+            .one(self.db())
+            .await?
+            .map(|m| Revocation {
+                jti: m.jti,
+                client_id: m.client_id,
+                expires_at: m.expires_at,
+            }))
+    }
+
+    /// Every revocation that still matters at `now_secs`.
+    pub async fn load_live_revocations(&self, now_secs: i64) -> Result<Vec<Revocation>, DbErr> {
+        Ok(revoked_tokens::Entity::find()
+            .filter(revoked_tokens::Column::ExpiresAt.gt(now_secs))
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|m| Revocation {
+                jti: m.jti,
+                client_id: m.client_id,
+                expires_at: m.expires_at,
+            })
+            .collect())
+    }
+
+    /// Drops revocations of tokens that expired before `before_secs`.
+    pub async fn prune_revocations(&self, before_secs: i64) -> Result<u64, DbErr> {
+        Ok(revoked_tokens::Entity::delete_many()
+            .filter(revoked_tokens::Column::ExpiresAt.lt(before_secs))
+            .exec(self.db())
+            .await?
+            .rows_affected)
+    }
+}
