@@ -16,6 +16,7 @@ use crate::grpc::pb::token_service_server::TokenServiceServer;
 use crate::grpc::{self, admin::AdminApi, token::TokenApi};
 use crate::service::{Settings, Tessera};
 use crate::storage::{NOTIFY_CHANNEL, Store};
+use crate::tls::{TlsFiles, TlsListener};
 
 #[derive(Debug)]
 pub struct ServeConfig {
@@ -27,12 +28,15 @@ pub struct ServeConfig {
     pub settings: Settings,
     pub kek: Kek,
     pub migrate: bool,
+    /// Serve HTTP and gRPC over TLS with this certificate.
+    pub tls: Option<TlsFiles>,
 }
 
 pub struct Application {
     core: Arc<Tessera>,
     grpc: TcpListener,
     http: TcpListener,
+    tls: Option<TlsFiles>,
 }
 
 impl Application {
@@ -55,13 +59,28 @@ impl Application {
         let http = TcpListener::bind(&config.http_addr)
             .await
             .with_context(|| format!("bind HTTP {}", config.http_addr))?;
+        if let Some(tls) = &config.tls {
+            tls.server_config()?; // fail at start, not at the first connection
+        }
         let mut settings = config.settings;
         settings.issuer = match config.issuer {
             Some(i) => i,
-            None => format!("http://{}", http.local_addr()?),
+            None => {
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", http.local_addr()?)
+            }
         };
         let core = Tessera::open(store, settings, config.kek, clock).await?;
-        Ok(Self { core, grpc, http })
+        Ok(Self {
+            core,
+            grpc,
+            http,
+            tls: config.tls,
+        })
     }
 
     pub fn core(&self) -> &Arc<Tessera> {
@@ -85,7 +104,12 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self { core, grpc, http } = self;
+        let Self {
+            core,
+            grpc,
+            http,
+            tls,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -122,7 +146,14 @@ impl Application {
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
 
         let grpc_stop = wait_for(stop_rx.clone());
-        let grpc_server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(files) = &tls {
+            let (cert, key) = files.read_pem()?;
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            builder =
+                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        }
+        let grpc_server = builder
             .timeout(crate::http::REQUEST_TIMEOUT)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -138,8 +169,24 @@ impl Application {
                         .await;
                 },
             );
-        let http_server = axum::serve(http, crate::http::router(Arc::clone(&core)))
-            .with_graceful_shutdown(wait_for(stop_rx.clone()));
+        let router = crate::http::router(Arc::clone(&core));
+        let http_stop = wait_for(stop_rx.clone());
+        let http_server = async move {
+            match &tls {
+                Some(files) => {
+                    let listener = TlsListener::new(http, files.server_config()?)?;
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(http_stop)
+                        .await?;
+                }
+                None => {
+                    axum::serve(http, router)
+                        .with_graceful_shutdown(http_stop)
+                        .await?
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        };
         tracing::info!(issuer = %core.settings.issuer, "serving");
         let (g, h) = tokio::join!(grpc_server, http_server);
         g.context("gRPC server")?;

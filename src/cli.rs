@@ -102,6 +102,12 @@ pub struct ServeArgs {
     /// Change-feed poll interval in milliseconds (PostgreSQL also wakes on NOTIFY).
     #[arg(long, env = "TESSERA_CHANGE_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=5000))]
     pub change_poll_ms: u64,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (needs --tls-key-file).
+    #[arg(long, env = "TESSERA_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for --tls-cert-file.
+    #[arg(long, env = "TESSERA_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
     /// Do not apply migrations (run `tessera migrate` separately, e.g. as a Helm hook).
     #[arg(long)]
     pub no_migrate: bool,
@@ -232,6 +238,10 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
         settings,
         kek,
         migrate: !args.no_migrate,
+        tls: match (args.tls_cert_file, args.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
     };
     let app = Application::build(config, Arc::new(SystemClock)).await?;
     tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "listening");

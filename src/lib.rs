@@ -17,3 +17,4 @@ pub mod http;
 pub mod service;
 pub mod state;
 pub mod storage;
+pub mod tls;

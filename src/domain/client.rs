@@ -125,12 +125,12 @@ impl NewClient {
         for a in &self.audiences {
             parse_audience(a)?;
         }
-        if let Some(ttl) = self.access_token_ttl {
-            if !(1..=86_400).contains(&ttl) {
-                return Err(Error::invalid_request(
-                    "access token lifetime must be 1-86400 seconds",
-                ));
-            }
+        if let Some(ttl) = self.access_token_ttl
+            && !(1..=86_400).contains(&ttl)
+        {
+            return Err(Error::invalid_request(
+                "access token lifetime must be 1-86400 seconds",
+            ));
         }
         Ok(())
     }

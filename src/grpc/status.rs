@@ -27,10 +27,10 @@ pub fn to_status(err: Error, operation: &str) -> Status {
         code_of(&err),
         format!("{}: {}", err.code(), err.description()),
     );
-    if let Error::Throttled { retry_after_secs } = err {
-        if let Ok(v) = retry_after_secs.to_string().parse() {
-            status.metadata_mut().insert("retry-after", v);
-        }
+    if let Error::Throttled { retry_after_secs } = err
+        && let Ok(v) = retry_after_secs.to_string().parse()
+    {
+        status.metadata_mut().insert("retry-after", v);
     }
     status
 }

@@ -44,10 +44,10 @@ pub fn error_response(err: Error, challenge: bool, operation: &str) -> Response 
             HeaderValue::from_static(REALM_CHALLENGE),
         );
     }
-    if let Error::Throttled { retry_after_secs } = err {
-        if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-            h.insert(header::RETRY_AFTER, v);
-        }
+    if let Error::Throttled { retry_after_secs } = err
+        && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+    {
+        h.insert(header::RETRY_AFTER, v);
     }
     resp
 }

@@ -11,8 +11,12 @@ pub struct Form {
     pairs: Vec<(String, String)>,
 }
 
+/// A component that is not valid form encoding (bad %XX or not UTF-8 once decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedEncoding;
+
 /// Decodes one component: '+' is a space, %XX must be two hex digits, the result must be UTF-8.
-pub fn decode_component(raw: &str) -> std::result::Result<String, ()> {
+pub fn decode_component(raw: &str) -> std::result::Result<String, MalformedEncoding> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -20,16 +24,16 @@ pub fn decode_component(raw: &str) -> std::result::Result<String, ()> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(())?;
-                let s = std::str::from_utf8(hex).map_err(|_| ())?;
-                out.push(u8::from_str_radix(s, 16).map_err(|_| ())?);
+                let hex = bytes.get(i + 1..i + 3).ok_or(MalformedEncoding)?;
+                let s = std::str::from_utf8(hex).map_err(|_| MalformedEncoding)?;
+                out.push(u8::from_str_radix(s, 16).map_err(|_| MalformedEncoding)?);
                 i += 2;
             }
             b => out.push(b),
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| ())
+    String::from_utf8(out).map_err(|_| MalformedEncoding)
 }
 
 impl Form {

@@ -45,14 +45,14 @@ impl Tessera {
                 .map(|c| self.clients.upsert(c)),
         };
         let digest = secret_digest(&creds.secret);
-        if let Some(e) = &entry {
-            if e.is_verified(&digest) {
-                return if e.client.disabled {
-                    Err(Error::InvalidClient)
-                } else {
-                    Ok(Arc::clone(e))
-                };
-            }
+        if let Some(e) = &entry
+            && e.is_verified(&digest)
+        {
+            return if e.client.disabled {
+                Err(Error::InvalidClient)
+            } else {
+                Ok(Arc::clone(e))
+            };
         }
         // One argon2 run whatever the case: unknown client, unknown secret id and wrong secret
         // all cost the same.

@@ -54,20 +54,21 @@ impl Tessera {
         }
         loop {
             let batch = self.store.changes_after(feed.high, FEED_BATCH).await?;
-            if let Some(first) = batch.first() {
-                if feed.high > 0 && first.id > feed.high + 1 {
-                    let oldest = self.store.oldest_change_id().await?.unwrap_or(first.id);
-                    if oldest > feed.high + 1 {
-                        // The feed was pruned past our cursor (a replica cut off for a long time).
-                        drop(feed);
-                        tracing::warn!(
-                            "change feed pruned past this replica's cursor; reloading everything"
-                        );
-                        self.full_resync()
-                            .await
-                            .map_err(crate::domain::Error::Unavailable)?;
-                        return Ok(applied);
-                    }
+            if let Some(first) = batch.first()
+                && feed.high > 0
+                && first.id > feed.high + 1
+            {
+                let oldest = self.store.oldest_change_id().await?.unwrap_or(first.id);
+                if oldest > feed.high + 1 {
+                    // The feed was pruned past our cursor (a replica cut off for a long time).
+                    drop(feed);
+                    tracing::warn!(
+                        "change feed pruned past this replica's cursor; reloading everything"
+                    );
+                    self.full_resync()
+                        .await
+                        .map_err(crate::domain::Error::Unavailable)?;
+                    return Ok(applied);
                 }
             }
             let full = batch.len() as u64 == FEED_BATCH;

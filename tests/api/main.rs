@@ -1,0 +1,10 @@
+//! Integration tests: one binary, real servers on loopback, real SQLite and PostgreSQL.
+mod helpers;
+
+mod bad_input;
+mod client_auth;
+mod feed;
+mod grpc_api;
+mod interop;
+mod keys_and_tokens;
+mod token_flow;
