@@ -53,12 +53,10 @@ impl Application {
                 );
             }
         }
-        let grpc = TcpListener::bind(&config.grpc_addr)
-            .await
-            .with_context(|| format!("bind gRPC {}", config.grpc_addr))?;
-        let http = TcpListener::bind(&config.http_addr)
-            .await
-            .with_context(|| format!("bind HTTP {}", config.http_addr))?;
+        let grpc =
+            TcpListener::bind(&config.grpc_addr).await.with_context(|| format!("bind gRPC {}", config.grpc_addr))?;
+        let http =
+            TcpListener::bind(&config.http_addr).await.with_context(|| format!("bind HTTP {}", config.http_addr))?;
         if let Some(tls) = &config.tls {
             tls.server_config()?; // fail at start, not at the first connection
         }
@@ -66,21 +64,12 @@ impl Application {
         settings.issuer = match config.issuer {
             Some(i) => i,
             None => {
-                let scheme = if config.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
+                let scheme = if config.tls.is_some() { "https" } else { "http" };
                 format!("{scheme}://{}", http.local_addr()?)
             }
         };
         let core = Tessera::open(store, settings, config.kek, clock).await?;
-        Ok(Self {
-            core,
-            grpc,
-            http,
-            tls: config.tls,
-        })
+        Ok(Self { core, grpc, http, tls: config.tls })
     }
 
     pub fn core(&self) -> &Arc<Tessera> {
@@ -88,45 +77,25 @@ impl Application {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.http.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets requests in flight finish.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Self {
-            core,
-            grpc,
-            http,
-            tls,
-        } = self;
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { core, grpc, http, tls } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         let wake = Arc::new(Notify::new());
-        tokio::spawn(follow_changes(
-            Arc::clone(&core),
-            Arc::clone(&wake),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(follow_changes(Arc::clone(&core), Arc::clone(&wake), stop_rx.clone()));
         if core.store.is_postgres() {
-            tokio::spawn(listen_for_changes(
-                Arc::clone(&core),
-                Arc::clone(&wake),
-                stop_rx.clone(),
-            ));
+            tokio::spawn(listen_for_changes(Arc::clone(&core), Arc::clone(&wake), stop_rx.clone()));
         }
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -150,8 +119,7 @@ impl Application {
         if let Some(files) = &tls {
             let (cert, key) = files.read_pem()?;
             let identity = tonic::transport::Identity::from_pem(cert, key);
-            builder =
-                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
         }
         let grpc_server = builder
             .timeout(crate::http::REQUEST_TIMEOUT)
@@ -160,30 +128,19 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(admin_service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                async move {
-                    grpc_stop.await;
-                    health
-                        .set_not_serving::<TokenServiceServer<TokenApi>>()
-                        .await;
-                },
-            );
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
+                grpc_stop.await;
+                health.set_not_serving::<TokenServiceServer<TokenApi>>().await;
+            });
         let router = crate::http::router(Arc::clone(&core));
         let http_stop = wait_for(stop_rx.clone());
         let http_server = async move {
             match &tls {
                 Some(files) => {
                     let listener = TlsListener::new(http, files.server_config()?)?;
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(http_stop)
-                        .await?;
+                    axum::serve(listener, router).with_graceful_shutdown(http_stop).await?;
                 }
-                None => {
-                    axum::serve(http, router)
-                        .with_graceful_shutdown(http_stop)
-                        .await?
-                }
+                None => axum::serve(http, router).with_graceful_shutdown(http_stop).await?,
             }
             Ok::<(), anyhow::Error>(())
         };
@@ -234,11 +191,7 @@ async fn follow_changes(core: Arc<Tessera>, wake: Arc<Notify>, mut stop: watch::
 }
 
 /// PostgreSQL LISTEN on the change channel: a wake-up only; the feed table is the truth.
-async fn listen_for_changes(
-    core: Arc<Tessera>,
-    wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn listen_for_changes(core: Arc<Tessera>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     loop {
         let pool = core.store.db().get_postgres_connection_pool().clone();
         let listener = async {

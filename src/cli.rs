@@ -13,9 +13,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_DATABASE_URL, resolve_kek, value_or_file};
 use crate::crypto::SigningAlg;
 use crate::crypto::secret::SecretHasher;
-use crate::domain::{Capability, Client, NewClient, ScopeSet};
-use crate::service::{Admin, Settings};
+use crate::domain::{Capability, Client, ClientUpdate, Grant, NewClient, NewGrant, ScopeSet};
+use crate::service::{Admin, Audit, Settings};
 use crate::storage::Store;
+use crate::storage::audit::AuditQuery;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,12 +43,7 @@ pub enum LogFormat {
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
     /// sea-orm database URL: sqlite://FILE?mode=rwc or postgres://USER:PASSWORD@HOST/DB.
-    #[arg(
-        long,
-        env = "TESSERA_DATABASE_URL",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "TESSERA_DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// File holding the database URL (for Kubernetes Secrets).
     #[arg(long, env = "TESSERA_DATABASE_URL_FILE", global = true)]
@@ -56,12 +52,8 @@ pub struct DbArgs {
 
 impl DbArgs {
     pub fn url(&self) -> anyhow::Result<String> {
-        Ok(value_or_file(
-            self.database_url.clone(),
-            self.database_url_file.as_deref(),
-            "database URL",
-        )?
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
+        Ok(value_or_file(self.database_url.clone(), self.database_url_file.as_deref(), "database URL")?
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
     }
 }
 
@@ -74,6 +66,93 @@ pub enum Command {
     /// Manage clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage grants: platform users who let a client act for them.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Show the audit trail, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCommand {
+    /// Let a client act for a subject within scopes (the user enabled the integration).
+    Create {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        account: Option<String>,
+        /// Granted scopes, space-delimited (a subset of the client's).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Lifetime, e.g. 3600, 90m, 30d (default: until revoked).
+        #[arg(long, value_parser = parse_duration_secs)]
+        expires_in: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List grants.
+    List {
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant: every token minted under it stops working.
+    Revoke {
+        grant_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[arg(long)]
+    pub client: Option<String>,
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only records since: unix seconds, RFC 3339 (2026-11-21T10:00:00Z) or an age (15m, 2h, 7d).
+    #[arg(long, value_parser = parse_since_ms)]
+    pub since: Option<i64>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seconds, or a humantime duration (90m, 30d).
+fn parse_duration_secs(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| e.to_string())
+        .and_then(|d| i64::try_from(d.as_secs()).map_err(|e| e.to_string()))
+}
+
+/// Unix seconds, an RFC 3339 instant, or an age before now; as unix milliseconds.
+fn parse_since_ms(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs * 1000);
+    }
+    let to_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).map_err(|e| e.to_string())
+    };
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return to_ms(t);
+    }
+    let age = humantime::parse_duration(s).map_err(|_| format!("not a time or an age: {s}"))?;
+    to_ms(std::time::SystemTime::now() - age)
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +178,12 @@ pub struct ServeArgs {
     /// Parallel argon2 verifications at most (default: the number of CPUs).
     #[arg(long, env = "TESSERA_ARGON2_CONCURRENCY")]
     pub argon2_concurrency: Option<usize>,
+    /// Default user-token lifetime in seconds (clients may have their own).
+    #[arg(long, env = "TESSERA_USER_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(i64).range(1..=3_600))]
+    pub user_token_ttl: i64,
+    /// Audit trail: on (default) or off (only to measure its cost).
+    #[arg(long, env = "TESSERA_AUDIT", value_enum, default_value_t = Switch::On)]
+    pub audit: Switch,
     /// Change-feed poll interval in milliseconds (PostgreSQL also wakes on NOTIFY).
     #[arg(long, env = "TESSERA_CHANGE_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=5000))]
     pub change_poll_ms: u64,
@@ -155,6 +240,8 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a client's act-as policy, lifetimes, scopes or audiences.
+    Update(UpdateArgs),
     /// Revoke every token issued to the client until now.
     RevokeTokens {
         client_id: String,
@@ -181,6 +268,32 @@ pub struct CreateArgs {
     /// Access-token lifetime in seconds (default: the server's).
     #[arg(long)]
     pub access_token_ttl: Option<i64>,
+    /// Whom it may act for by token exchange: none, tenant (its tenant's users) or granted.
+    #[arg(long, default_value = "none")]
+    pub act_as: String,
+    /// User-token lifetime in seconds (default: the server's).
+    #[arg(long)]
+    pub user_token_ttl: Option<i64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    pub client_id: String,
+    /// none | tenant | granted
+    #[arg(long)]
+    pub act_as: Option<String>,
+    #[arg(long)]
+    pub access_token_ttl: Option<i64>,
+    #[arg(long)]
+    pub user_token_ttl: Option<i64>,
+    /// Replace the allowed scopes (space-delimited; may be repeated).
+    #[arg(long)]
+    pub scope: Option<Vec<String>>,
+    /// Replace the allowed audiences (repeat for several).
+    #[arg(long)]
+    pub audience: Option<Vec<String>>,
     #[arg(long)]
     pub json: bool,
 }
@@ -189,13 +302,9 @@ pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn",
-            )
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn")
         });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -213,19 +322,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Client(cmd) => client(url, cmd).await,
+        Command::Grant(cmd) => grant(url, cmd).await,
+        Command::Audit(args) => audit(url, args).await,
     }
 }
 
 async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
-    let kek_value = value_or_file(
-        args.key_encryption_key,
-        args.key_encryption_key_file.as_deref(),
-        "key-encryption key",
-    )?;
+    let kek_value =
+        value_or_file(args.key_encryption_key, args.key_encryption_key_file.as_deref(), "key-encryption key")?;
     let kek = resolve_kek(kek_value, &database_url)?;
     let mut settings = Settings::new(String::new());
     settings.signing_alg = args.signing_alg;
     settings.access_token_ttl = args.access_token_ttl;
+    settings.user_token_ttl = args.user_token_ttl;
+    settings.audit = args.audit == Switch::On;
     settings.change_poll_interval = std::time::Duration::from_millis(args.change_poll_ms);
     if let Some(n) = args.argon2_concurrency {
         settings.argon2_concurrency = n.max(1);
@@ -283,6 +393,8 @@ fn client_json(c: &Client) -> serde_json::Value {
         "disabled": c.disabled,
         "tokens_revoked_before_ms": c.tokens_revoked_before_ms,
         "created_at": c.created_at,
+        "act_as": c.act_as.as_str(),
+        "user_token_ttl_seconds": c.user_token_ttl,
         "secrets": c.secrets.iter().map(|s| json!({"secret_id": s.secret_id, "created_at": s.created_at})).collect::<Vec<_>>(),
     })
 }
@@ -293,20 +405,12 @@ fn print_client(c: &Client) {
     println!("tenant:       {}", c.tenant);
     println!("scopes:       {}", c.scopes);
     println!("audiences:    {}", c.audiences.join(" "));
-    println!(
-        "capabilities: {}",
-        c.capabilities
-            .iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let ttl = if c.access_token_ttl > 0 {
-        format!("{}s", c.access_token_ttl)
-    } else {
-        "server default".into()
-    };
+    println!("capabilities: {}", c.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "));
+    let ttl = if c.access_token_ttl > 0 { format!("{}s", c.access_token_ttl) } else { "server default".into() };
     println!("token ttl:    {ttl}");
+    println!("act-as:       {}", c.act_as);
+    let uttl = if c.user_token_ttl > 0 { format!("{}s", c.user_token_ttl) } else { "server default".into() };
+    println!("user ttl:     {uttl}");
     println!("disabled:     {}", c.disabled);
     for s in &c.secrets {
         println!("secret:       {} (created {})", s.secret_id, s.created_at);
@@ -321,34 +425,132 @@ fn emit(c: &Client, as_json: bool) {
     }
 }
 
-async fn client(database_url: String, cmd: ClientCommand) -> anyhow::Result<()> {
-    let store = Store::connect(&database_url).await?;
-    // The CLI also works on a database no server has touched yet.
+/// The audit actor for changes made from the command line.
+const CLI_ACTOR: &str = "cli";
+
+/// Admin operations straight on the database (the CLI also works before any server ran).
+async fn open_admin(database_url: &str) -> anyhow::Result<Admin> {
+    let store = Store::connect(database_url).await?;
     store.migrate().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let admin = Admin::new(store, SecretHasher::new(1)?, clock);
+    Ok(Admin::new(store.clone(), SecretHasher::new(1)?, clock, Audit::direct(store)))
+}
+
+fn scopes_arg(list: &[String]) -> Result<ScopeSet, crate::domain::Error> {
+    ScopeSet::from_tokens(list.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()))
+}
+
+fn grant_json(g: &Grant) -> serde_json::Value {
+    json!({
+        "grant_id": g.grant_id,
+        "client_id": g.client_id,
+        "subject": g.subject,
+        "account": g.account,
+        "scopes": g.scopes.to_vec(),
+        "created_at": g.created_at,
+        "expires_at": g.expires_at,
+        "revoked_at": g.revoked_at,
+        "active": g.is_active(SystemClock.now_secs()),
+    })
+}
+
+fn emit_grant(g: &Grant, as_json: bool) {
+    if as_json {
+        println!("{}", grant_json(g));
+    } else {
+        let state = if g.is_active(SystemClock.now_secs()) { "active" } else { "ended" };
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            g.grant_id,
+            g.client_id,
+            g.subject,
+            g.account.as_deref().unwrap_or("-"),
+            g.scopes,
+            state
+        );
+    }
+}
+
+async fn grant(database_url: String, cmd: GrantCommand) -> anyhow::Result<()> {
+    let admin = open_admin(&database_url).await?;
+    match cmd {
+        GrantCommand::Create { client, subject, account, scope, expires_in, json } => {
+            let g = admin
+                .create_grant(
+                    CLI_ACTOR,
+                    NewGrant { client_id: client, subject, account, scopes: scopes_arg(&scope)?, expires_in },
+                )
+                .await?;
+            emit_grant(&g, json);
+        }
+        GrantCommand::List { client, subject, json } => {
+            let grants = admin.list_grants(client.as_deref(), subject.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::Value::Array(grants.iter().map(grant_json).collect()));
+            } else {
+                for g in &grants {
+                    emit_grant(g, false);
+                }
+            }
+        }
+        GrantCommand::Revoke { grant_id, json } => emit_grant(&admin.revoke_grant(CLI_ACTOR, &grant_id).await?, json),
+    }
+    Ok(())
+}
+
+async fn audit(database_url: String, args: AuditArgs) -> anyhow::Result<()> {
+    let admin = open_admin(&database_url).await?;
+    let q = AuditQuery { client_id: args.client, subject: args.subject, since_ms: args.since, limit: args.limit };
+    for r in admin.query_audit(&q).await? {
+        if args.json {
+            println!(
+                "{}",
+                json!({"at_ms": r.at_ms, "action": r.action, "actor": r.actor, "client_id": r.client_id,
+                       "subject": r.subject, "scopes": r.scopes, "jti": r.jti, "grant_id": r.grant_id,
+                       "outcome": r.outcome, "detail": r.detail})
+            );
+        } else {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(r.at_ms).unwrap_or(0));
+            let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "{}  {:<22} {:<8} actor={} client={} subject={} scopes=\"{}\" jti={} grant={}{}",
+                humantime::format_rfc3339_millis(at),
+                r.action,
+                r.outcome,
+                r.actor,
+                opt(&r.client_id),
+                opt(&r.subject),
+                r.scopes.clone().unwrap_or_default(),
+                opt(&r.jti),
+                opt(&r.grant_id),
+                r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn client(database_url: String, cmd: ClientCommand) -> anyhow::Result<()> {
+    let admin = open_admin(&database_url).await?;
     match cmd {
         ClientCommand::Create(a) => {
-            let scopes = ScopeSet::from_tokens(
-                a.scope
-                    .iter()
-                    .flat_map(|s| s.split(' '))
-                    .filter(|s| !s.is_empty()),
-            )?;
-            let capabilities = a
-                .capability
-                .iter()
-                .map(|c| c.parse::<Capability>())
-                .collect::<Result<BTreeSet<_>, _>>()?;
+            let scopes = ScopeSet::from_tokens(a.scope.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()))?;
+            let capabilities =
+                a.capability.iter().map(|c| c.parse::<Capability>()).collect::<Result<BTreeSet<_>, _>>()?;
             let created = admin
-                .create_client(NewClient {
-                    name: a.name,
-                    tenant: a.tenant,
-                    scopes,
-                    audiences: a.audience,
-                    capabilities,
-                    access_token_ttl: a.access_token_ttl,
-                })
+                .create_client(
+                    CLI_ACTOR,
+                    NewClient {
+                        name: a.name,
+                        tenant: a.tenant,
+                        scopes,
+                        audiences: a.audience,
+                        capabilities,
+                        access_token_ttl: a.access_token_ttl,
+                        act_as: a.act_as.parse()?,
+                        user_token_ttl: a.user_token_ttl,
+                    },
+                )
                 .await?;
             if a.json {
                 let mut v = client_json(&created.client);
@@ -363,10 +565,7 @@ async fn client(database_url: String, cmd: ClientCommand) -> anyhow::Result<()> 
         ClientCommand::List { tenant, json } => {
             let clients = admin.list_clients(tenant.as_deref()).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(clients.iter().map(client_json).collect())
-                );
+                println!("{}", serde_json::Value::Array(clients.iter().map(client_json).collect()));
             } else {
                 for c in &clients {
                     println!(
@@ -381,7 +580,7 @@ async fn client(database_url: String, cmd: ClientCommand) -> anyhow::Result<()> 
         }
         ClientCommand::Show { client_id, json } => emit(&admin.get_client(&client_id).await?, json),
         ClientCommand::RotateSecret { client_id, json } => {
-            let added = admin.rotate_secret(&client_id).await?;
+            let added = admin.rotate_secret(CLI_ACTOR, &client_id).await?;
             if json {
                 let mut v = client_json(&added.client);
                 v["client_secret"] = json!(added.secret.as_str());
@@ -395,19 +594,27 @@ async fn client(database_url: String, cmd: ClientCommand) -> anyhow::Result<()> 
                 );
             }
         }
-        ClientCommand::RemoveSecret {
-            client_id,
-            secret_id,
-            json,
-        } => emit(&admin.remove_secret(&client_id, &secret_id).await?, json),
+        ClientCommand::RemoveSecret { client_id, secret_id, json } => {
+            emit(&admin.remove_secret(CLI_ACTOR, &client_id, &secret_id).await?, json)
+        }
         ClientCommand::Disable { client_id, json } => {
-            emit(&admin.set_disabled(&client_id, true).await?, json)
+            emit(&admin.set_disabled(CLI_ACTOR, &client_id, true).await?, json)
         }
         ClientCommand::Enable { client_id, json } => {
-            emit(&admin.set_disabled(&client_id, false).await?, json)
+            emit(&admin.set_disabled(CLI_ACTOR, &client_id, false).await?, json)
+        }
+        ClientCommand::Update(u) => {
+            let update = ClientUpdate {
+                act_as: u.act_as.as_deref().map(str::parse).transpose()?,
+                access_token_ttl: u.access_token_ttl,
+                user_token_ttl: u.user_token_ttl,
+                scopes: u.scope.as_deref().map(scopes_arg).transpose()?,
+                audiences: u.audience,
+            };
+            emit(&admin.update_client(CLI_ACTOR, &u.client_id, update).await?, u.json)
         }
         ClientCommand::RevokeTokens { client_id, json } => {
-            emit(&admin.revoke_client_tokens(&client_id).await?, json)
+            emit(&admin.revoke_client_tokens(CLI_ACTOR, &client_id).await?, json)
         }
     }
     Ok(())

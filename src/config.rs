@@ -10,19 +10,12 @@ use crate::crypto::Kek;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tessera.db?mode=rwc";
 
 /// A value given directly, or read from a file (Kubernetes Secret mounts), trimmed.
-pub fn value_or_file(
-    value: Option<String>,
-    file: Option<&Path>,
-    what: &str,
-) -> anyhow::Result<Option<String>> {
+pub fn value_or_file(value: Option<String>, file: Option<&Path>, what: &str) -> anyhow::Result<Option<String>> {
     match (value, file) {
         (Some(_), Some(_)) => bail!("{what}: give the value or the file, not both"),
         (Some(v), None) => Ok(Some(v)),
         (None, Some(f)) => Ok(Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("{what}: read {}", f.display()))?
-                .trim()
-                .to_owned(),
+            std::fs::read_to_string(f).with_context(|| format!("{what}: read {}", f.display()))?.trim().to_owned(),
         )),
         (None, None) => Ok(None),
     }
@@ -30,9 +23,7 @@ pub fn value_or_file(
 
 /// The file behind a SQLite URL, if it names one.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
     if path.is_empty() || path == ":memory:" || path.starts_with(":memory") {
         return None;
@@ -58,8 +49,7 @@ pub fn resolve_kek(value: Option<String>, database_url: &str) -> anyhow::Result<
     kek_path.push(".kek");
     let kek_path = PathBuf::from(kek_path);
     if kek_path.exists() {
-        let text = std::fs::read_to_string(&kek_path)
-            .with_context(|| format!("read {}", kek_path.display()))?;
+        let text = std::fs::read_to_string(&kek_path).with_context(|| format!("read {}", kek_path.display()))?;
         tracing::warn!(
             path = %kek_path.display(),
             "using the key-encryption key stored beside the SQLite database; set TESSERA_KEY_ENCRYPTION_KEY in production"
@@ -85,9 +75,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
+    let mut f = opts.open(path).with_context(|| format!("create {}", path.display()))?;
     f.write_all(contents)?;
     f.sync_all()?;
     Ok(())
@@ -99,14 +87,8 @@ mod tests {
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(
-            sqlite_path("sqlite://tessera.db?mode=rwc"),
-            Some(PathBuf::from("tessera.db"))
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///tmp/x.db"),
-            Some(PathBuf::from("/tmp/x.db"))
-        );
+        assert_eq!(sqlite_path("sqlite://tessera.db?mode=rwc"), Some(PathBuf::from("tessera.db")));
+        assert_eq!(sqlite_path("sqlite:///tmp/x.db"), Some(PathBuf::from("/tmp/x.db")));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("postgres://h/db"), None);
     }

@@ -66,34 +66,15 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Clients::Table)
-                    .col(
-                        ColumnDef::new(Clients::ClientId)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(Clients::ClientId).string_len(64).not_null().primary_key())
                     .col(ColumnDef::new(Clients::Name).string_len(200).not_null())
                     .col(ColumnDef::new(Clients::Tenant).string_len(128).not_null())
                     .col(ColumnDef::new(Clients::Scopes).text().not_null())
                     .col(ColumnDef::new(Clients::Audiences).text().not_null())
                     .col(ColumnDef::new(Clients::Capabilities).text().not_null())
-                    .col(
-                        ColumnDef::new(Clients::AccessTokenTtlSeconds)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Clients::Disabled)
-                            .boolean()
-                            .not_null()
-                            .default(false),
-                    )
-                    .col(
-                        ColumnDef::new(Clients::TokensRevokedBeforeMs)
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
+                    .col(ColumnDef::new(Clients::AccessTokenTtlSeconds).big_integer().not_null())
+                    .col(ColumnDef::new(Clients::Disabled).boolean().not_null().default(false))
+                    .col(ColumnDef::new(Clients::TokensRevokedBeforeMs).big_integer().not_null().default(0))
                     .col(ColumnDef::new(Clients::CreatedAt).big_integer().not_null())
                     .col(ColumnDef::new(Clients::UpdatedAt).big_integer().not_null())
                     .to_owned(),
@@ -101,34 +82,17 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create()
-                    .name("idx_clients_tenant")
-                    .table(Clients::Table)
-                    .col(Clients::Tenant)
-                    .to_owned(),
+                Index::create().name("idx_clients_tenant").table(Clients::Table).col(Clients::Tenant).to_owned(),
             )
             .await?;
         manager
             .create_table(
                 Table::create()
                     .table(ClientSecrets::Table)
-                    .col(
-                        ColumnDef::new(ClientSecrets::SecretId)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(ClientSecrets::ClientId)
-                            .string_len(64)
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(ClientSecrets::SecretId).string_len(64).not_null().primary_key())
+                    .col(ColumnDef::new(ClientSecrets::ClientId).string_len(64).not_null())
                     .col(ColumnDef::new(ClientSecrets::Hash).text().not_null())
-                    .col(
-                        ColumnDef::new(ClientSecrets::CreatedAt)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(ClientSecrets::CreatedAt).big_integer().not_null())
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_client_secrets_client")
@@ -152,25 +116,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(SigningKeys::Table)
-                    .col(
-                        ColumnDef::new(SigningKeys::Kid)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(SigningKeys::Kid).string_len(64).not_null().primary_key())
                     .col(ColumnDef::new(SigningKeys::Alg).string_len(16).not_null())
                     .col(ColumnDef::new(SigningKeys::PublicJwk).text().not_null())
                     .col(ColumnDef::new(SigningKeys::PrivateKeyEnc).text().not_null())
-                    .col(
-                        ColumnDef::new(SigningKeys::CreatedAt)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(SigningKeys::ActivatesAt)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(SigningKeys::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(SigningKeys::ActivatesAt).big_integer().not_null())
                     .col(ColumnDef::new(SigningKeys::RetiredAt).big_integer().null())
                     .to_owned(),
             )
@@ -179,27 +130,10 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(RevokedTokens::Table)
-                    .col(
-                        ColumnDef::new(RevokedTokens::Jti)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(RevokedTokens::ClientId)
-                            .string_len(64)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(RevokedTokens::ExpiresAt)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(RevokedTokens::RevokedAt)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(RevokedTokens::Jti).string_len(64).not_null().primary_key())
+                    .col(ColumnDef::new(RevokedTokens::ClientId).string_len(64).not_null())
+                    .col(ColumnDef::new(RevokedTokens::ExpiresAt).big_integer().not_null())
+                    .col(ColumnDef::new(RevokedTokens::RevokedAt).big_integer().not_null())
                     .to_owned(),
             )
             .await?;
@@ -216,24 +150,10 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ChangeLog::Table)
-                    .col(
-                        ColumnDef::new(ChangeLog::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(ChangeLog::Id).big_integer().not_null().auto_increment().primary_key())
                     .col(ColumnDef::new(ChangeLog::Kind).string_len(32).not_null())
-                    .col(
-                        ColumnDef::new(ChangeLog::Subject)
-                            .string_len(128)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(ChangeLog::CreatedAtMs)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(ChangeLog::Subject).string_len(128).not_null())
+                    .col(ColumnDef::new(ChangeLog::CreatedAtMs).big_integer().not_null())
                     .to_owned(),
             )
             .await?;
@@ -256,9 +176,7 @@ impl MigrationTrait for Migration {
             ClientSecrets::Table.into_iden(),
             Clients::Table.into_iden(),
         ] {
-            manager
-                .drop_table(Table::drop().table(table).to_owned())
-                .await?;
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
     }

@@ -9,10 +9,7 @@ use crate::domain::AccessClaims;
 pub const MAX_TOKEN_LEN: usize = 4096;
 
 pub fn sign(claims: &AccessClaims, key: &LoadedKey) -> anyhow::Result<String> {
-    let encoding = key
-        .encoding
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("key {} has no private part", key.kid))?;
+    let encoding = key.encoding.as_ref().ok_or_else(|| anyhow::anyhow!("key {} has no private part", key.kid))?;
     let mut header = Header::new(key.alg.jwt());
     header.typ = Some("at+jwt".to_owned());
     header.kid = Some(key.kid.clone());
@@ -37,9 +34,10 @@ pub fn header_kid(token: &str) -> Result<(String, jsonwebtoken::Algorithm), Reje
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
     // RFC 9068 §2.1: "at+jwt" (the "application/" prefix is permitted by RFC 7515 §4.1.9).
-    let typ_ok = header.typ.as_deref().is_some_and(|t| {
-        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-    });
+    let typ_ok = header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
     if !typ_ok {
         return Err(Rejection::WrongType);
     }

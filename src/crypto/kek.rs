@@ -56,13 +56,7 @@ impl Kek {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -70,9 +64,7 @@ impl Kek {
     }
 
     pub fn decrypt(&self, sealed: &str, aad: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        let body = sealed
-            .strip_prefix(VERSION_PREFIX)
-            .context("unknown key encryption format")?;
+        let body = sealed.strip_prefix(VERSION_PREFIX).context("unknown key encryption format")?;
         let raw = STANDARD.decode(body).context("corrupt encrypted key")?;
         if raw.len() < 12 + 16 {
             bail!("corrupt encrypted key");
@@ -82,9 +74,7 @@ impl Kek {
         let pt = self
             .cipher()
             .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad })
-            .map_err(|_| {
-                anyhow::anyhow!("cannot decrypt a signing key: wrong key-encryption key?")
-            })?;
+            .map_err(|_| anyhow::anyhow!("cannot decrypt a signing key: wrong key-encryption key?"))?;
         Ok(Zeroizing::new(pt))
     }
 }
@@ -97,20 +87,11 @@ mod tests {
     fn seal_open_and_tamper() {
         let kek = Kek::generate();
         let sealed = kek.encrypt(b"private", b"kid1").unwrap();
-        assert_eq!(
-            kek.decrypt(&sealed, b"kid1").unwrap().as_slice(),
-            b"private"
-        );
-        assert!(
-            kek.decrypt(&sealed, b"kid2").is_err(),
-            "aad binds the key id"
-        );
+        assert_eq!(kek.decrypt(&sealed, b"kid1").unwrap().as_slice(), b"private");
+        assert!(kek.decrypt(&sealed, b"kid2").is_err(), "aad binds the key id");
         assert!(Kek::generate().decrypt(&sealed, b"kid1").is_err());
         let again = Kek::from_base64(&kek.to_base64()).unwrap();
-        assert_eq!(
-            again.decrypt(&sealed, b"kid1").unwrap().as_slice(),
-            b"private"
-        );
+        assert_eq!(again.decrypt(&sealed, b"kid1").unwrap().as_slice(), b"private");
         assert!(Kek::from_base64("c2hvcnQ=").is_err());
     }
 }

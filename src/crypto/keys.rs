@@ -76,8 +76,7 @@ pub fn generate(alg: SigningAlg) -> anyhow::Result<GeneratedKey> {
             use ed25519_dalek::pkcs8::EncodePrivateKey;
             let sk = ed25519_dalek::SigningKey::generate(&mut rng);
             let der = sk.to_pkcs8_der().context("encode Ed25519 key")?;
-            let jwk =
-                json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())});
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())});
             (Zeroizing::new(der.as_bytes().to_vec()), jwk)
         }
         SigningAlg::ES256 => {
@@ -100,12 +99,7 @@ pub fn generate(alg: SigningAlg) -> anyhow::Result<GeneratedKey> {
         }
     };
     let kid = thumbprint(&public_jwk)?;
-    Ok(GeneratedKey {
-        kid,
-        alg,
-        private_der,
-        public_jwk,
-    })
+    Ok(GeneratedKey { kid, alg, private_der, public_jwk })
 }
 
 /// RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
@@ -119,10 +113,7 @@ pub fn thumbprint(jwk: &Value) -> anyhow::Result<String> {
     // serde_json's Map is ordered by key, which is exactly RFC 7638's ordering.
     let mut required = serde_json::Map::new();
     for m in members {
-        required.insert(
-            (*m).to_owned(),
-            jwk.get(*m).cloned().context("JWK member missing")?,
-        );
+        required.insert((*m).to_owned(), jwk.get(*m).cloned().context("JWK member missing")?);
     }
     let canonical = serde_json::to_vec(&Value::Object(required))?;
     Ok(b64(&Sha256::digest(&canonical)))
@@ -174,21 +165,11 @@ impl LoadedKey {
             SigningAlg::ES256 => EncodingKey::from_ec_der(der),
             SigningAlg::RS256 => EncodingKey::from_rsa_der(der),
         });
-        Ok(Self {
-            kid: kid.to_owned(),
-            alg,
-            encoding,
-            decoding,
-            jwk,
-            activates_at,
-            retired_at,
-        })
+        Ok(Self { kid: kid.to_owned(), alg, encoding, decoding, jwk, activates_at, retired_at })
     }
 
     pub fn can_sign_at(&self, now_secs: i64) -> bool {
-        self.encoding.is_some()
-            && self.activates_at <= now_secs
-            && self.retired_at.is_none_or(|r| r > now_secs)
+        self.encoding.is_some() && self.activates_at <= now_secs && self.retired_at.is_none_or(|r| r > now_secs)
     }
 }
 
@@ -206,18 +187,14 @@ mod tests {
             "alg": "RS256",
             "kid": "2011-04-29"
         });
-        assert_eq!(
-            thumbprint(&jwk).unwrap(),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
+        assert_eq!(thumbprint(&jwk).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
     #[test]
     fn generated_keys_load_for_every_alg() {
         for alg in SigningAlg::ALL {
             let g = generate(alg).unwrap();
-            let k =
-                LoadedKey::new(&g.kid, alg, &g.public_jwk, Some(&g.private_der), 0, None).unwrap();
+            let k = LoadedKey::new(&g.kid, alg, &g.public_jwk, Some(&g.private_der), 0, None).unwrap();
             assert!(k.can_sign_at(1));
             assert_eq!(k.jwk["kid"], g.kid.as_str());
         }

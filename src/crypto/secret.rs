@@ -40,48 +40,24 @@ impl SecretHasher {
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
         let dummy = generate_secret();
         let dummy_hash = hash_blocking(&dummy.secret)?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash: Arc::new(dummy_hash),
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash: Arc::new(dummy_hash) })
     }
 
     pub async fn hash(&self, secret: Zeroizing<String>) -> anyhow::Result<String> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .context("hasher closed")?;
-        tokio::task::spawn_blocking(move || hash_blocking(&secret))
-            .await
-            .context("hash task")?
+        let _permit = self.permits.clone().acquire_owned().await.context("hasher closed")?;
+        tokio::task::spawn_blocking(move || hash_blocking(&secret)).await.context("hash task")?
     }
 
     /// Verifies `presented` against `hash`, or against the dummy hash when `hash` is None, so
     /// every outcome costs one argon2 run. The comparison inside argon2 is constant-time.
-    pub async fn verify(
-        &self,
-        hash: Option<String>,
-        presented: Zeroizing<String>,
-    ) -> anyhow::Result<bool> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .context("hasher closed")?;
+    pub async fn verify(&self, hash: Option<String>, presented: Zeroizing<String>) -> anyhow::Result<bool> {
+        let permit = self.permits.clone().acquire_owned().await.context("hasher closed")?;
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let parsed = PasswordHash::new(&hash)
-                .map_err(|e| anyhow::anyhow!("stored hash unreadable: {e}"))?;
-            Ok::<_, anyhow::Error>(
-                Argon2::default()
-                    .verify_password(presented.as_bytes(), &parsed)
-                    .is_ok(),
-            )
+            let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash unreadable: {e}"))?;
+            Ok::<_, anyhow::Error>(Argon2::default().verify_password(presented.as_bytes(), &parsed).is_ok())
         })
         .await
         .context("verify task")??;
@@ -115,22 +91,9 @@ mod tests {
         assert!(s.secret.len() >= 16 + 1 + 43, "256 bits of material");
         let h = hasher.hash(s.secret.clone()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(
-            hasher
-                .verify(Some(h.clone()), s.secret.clone())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify(Some(h), Zeroizing::new("nope".into()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher.verify(None, s.secret).await.unwrap(),
-            "unknown never verifies"
-        );
+        assert!(hasher.verify(Some(h.clone()), s.secret.clone()).await.unwrap());
+        assert!(!hasher.verify(Some(h), Zeroizing::new("nope".into())).await.unwrap());
+        assert!(!hasher.verify(None, s.secret).await.unwrap(), "unknown never verifies");
         assert_eq!(secret_id_of("no-dot"), None);
         assert_eq!(secret_id_of("XYZ.abc"), None);
     }

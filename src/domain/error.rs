@@ -21,6 +21,11 @@ pub enum Error {
     UnauthorizedClient(Cow<'static, str>),
     #[error("unsupported_grant_type")]
     UnsupportedGrantType,
+    /// The subject or actor token is unacceptable by policy (no grant, another tenant, not a
+    /// user token). RFC 8693 §2.2.2 makes this `invalid_request` on the wire; gRPC says
+    /// PERMISSION_DENIED, its code for "not allowed".
+    #[error("invalid_request (policy): {0}")]
+    PolicyDenied(Cow<'static, str>),
     /// Requested scope is malformed or exceeds what the client may have.
     #[error("invalid_scope: {0}")]
     InvalidScope(Cow<'static, str>),
@@ -59,7 +64,7 @@ impl Error {
     /// The RFC error code sent on the wire.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidRequest(_) | Error::PolicyDenied(_) => "invalid_request",
             Error::InvalidClient => "invalid_client",
             Error::InvalidGrant(_) => "invalid_grant",
             Error::UnauthorizedClient(_) => "unauthorized_client",
@@ -79,6 +84,7 @@ impl Error {
     pub fn description(&self) -> Cow<'static, str> {
         match self {
             Error::InvalidRequest(m)
+            | Error::PolicyDenied(m)
             | Error::InvalidGrant(m)
             | Error::UnauthorizedClient(m)
             | Error::InvalidScope(m)
@@ -100,11 +106,7 @@ impl Error {
             Error::Internal(e) => {
                 tracing::error!(operation, error = format!("{e:#}"), "internal error")
             }
-            Error::Unavailable(e) => tracing::warn!(
-                operation,
-                error = format!("{e:#}"),
-                "dependency unavailable"
-            ),
+            Error::Unavailable(e) => tracing::warn!(operation, error = format!("{e:#}"), "dependency unavailable"),
             _ => {}
         }
     }

@@ -62,10 +62,7 @@ pub fn generate_secret_id() -> String {
 }
 
 pub fn is_secret_id(raw: &str) -> bool {
-    raw.len() == 16
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    raw.len() == 16 && raw.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// A token id (`jti`): 6 bytes of issuance time in unix milliseconds followed by 10 random bytes,

@@ -2,11 +2,13 @@
 pub mod claims;
 pub mod client;
 pub mod error;
+pub mod grant;
 pub mod ids;
 pub mod scope;
 
-pub use claims::{AccessClaims, Actor, Audience};
-pub use client::{Capability, Client, ClientSecret, NewClient};
+pub use claims::{AccessClaims, Actor, Audience, Lineage};
+pub use client::{ActAs, Capability, Client, ClientSecret, ClientUpdate, NewClient};
 pub use error::{Error, Result};
+pub use grant::{Grant, NewGrant};
 pub use ids::ClientId;
 pub use scope::ScopeSet;

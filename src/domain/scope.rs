@@ -13,9 +13,7 @@ pub struct ScopeSet(BTreeSet<String>);
 fn valid_scope_token(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= MAX_SCOPE_TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+        && token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 impl ScopeSet {
@@ -46,6 +44,10 @@ impl ScopeSet {
         self.0.is_subset(&other.0)
     }
 
+    pub fn intersect(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }
@@ -60,9 +62,7 @@ impl ScopeSet {
         match requested {
             None => Ok(allowed.clone()),
             Some(req) if req.is_subset(allowed) => Ok(req),
-            Some(_) => Err(Error::InvalidScope(
-                "requested scope exceeds the client's allowed scope".into(),
-            )),
+            Some(_) => Err(Error::InvalidScope("requested scope exceeds the client's allowed scope".into())),
         }
     }
 }
@@ -97,10 +97,7 @@ mod tests {
         let allowed = ScopeSet::parse("a b c").unwrap();
         assert_eq!(ScopeSet::grant(None, &allowed).unwrap(), allowed);
         let req = ScopeSet::parse("b  a").unwrap();
-        assert_eq!(
-            ScopeSet::grant(Some(req), &allowed).unwrap().to_string(),
-            "a b"
-        );
+        assert_eq!(ScopeSet::grant(Some(req), &allowed).unwrap().to_string(), "a b");
         assert!(matches!(
             ScopeSet::grant(Some(ScopeSet::parse("a d").unwrap()), &allowed),
             Err(Error::InvalidScope(_))

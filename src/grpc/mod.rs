@@ -7,21 +7,15 @@ pub mod token;
 use tonic::Request;
 
 use crate::domain::Error;
-use crate::service::ClientCredentials;
 use crate::service::auth::parse_basic_authorization;
+use crate::service::{ClientCredentials, ExchangeAuth};
 
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
+#[allow(clippy::all, clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 pub mod pb {
     tonic::include_proto!("tessera.v1");
 
     /// Encoded descriptor set for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
 }
 
 /// Largest request message accepted; OAuth requests are tiny.
@@ -29,10 +23,19 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// `authorization: Basic base64(client_id:client_secret)` from the call's metadata.
 pub fn credentials<T>(req: &Request<T>) -> Result<ClientCredentials, Error> {
-    let value = req
-        .metadata()
-        .get("authorization")
-        .ok_or(Error::InvalidClient)?;
+    let value = req.metadata().get("authorization").ok_or(Error::InvalidClient)?;
     let text = value.to_str().map_err(|_| Error::InvalidClient)?;
     parse_basic_authorization(text)
+}
+
+/// For ExchangeForUser: `Basic` credentials, or `Bearer <the caller's own client access token>`.
+pub fn exchange_auth<T>(req: &Request<T>) -> Result<ExchangeAuth, Error> {
+    let value = req.metadata().get("authorization").ok_or(Error::InvalidClient)?;
+    let text = value.to_str().map_err(|_| Error::InvalidClient)?.trim();
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(ExchangeAuth { credentials: None, actor_token: Some(token.trim().to_owned()) })
+        }
+        _ => Ok(ExchangeAuth { credentials: Some(parse_basic_authorization(text)?), actor_token: None }),
+    }
 }

@@ -12,7 +12,7 @@ pub fn code_of(err: &Error) -> Code {
         | Error::InvalidTarget(_)
         | Error::UnsupportedTokenType => Code::InvalidArgument,
         Error::InvalidClient => Code::Unauthenticated,
-        Error::UnauthorizedClient(_) | Error::AccessDenied(_) => Code::PermissionDenied,
+        Error::UnauthorizedClient(_) | Error::AccessDenied(_) | Error::PolicyDenied(_) => Code::PermissionDenied,
         Error::NotFound(_) => Code::NotFound,
         Error::Throttled { .. } => Code::ResourceExhausted,
         Error::Unavailable(_) => Code::Unavailable,
@@ -23,10 +23,7 @@ pub fn code_of(err: &Error) -> Code {
 /// Status message: the OAuth error code and a safe description, e.g. "invalid_scope: …".
 pub fn to_status(err: Error, operation: &str) -> Status {
     err.log_if_server_error(operation);
-    let mut status = Status::new(
-        code_of(&err),
-        format!("{}: {}", err.code(), err.description()),
-    );
+    let mut status = Status::new(code_of(&err), format!("{}: {}", err.code(), err.description()));
     if let Error::Throttled { retry_after_secs } = err
         && let Ok(v) = retry_after_secs.to_string().parse()
     {

@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, token_service_server::TokenService};
 use super::status::to_status;
 use crate::domain::{Actor, Error, ScopeSet};
-use crate::service::{Introspection, IssueRequest, Tessera};
+use crate::service::{ExchangeRequest, Introspection, IssueRequest, SubjectRef, Tessera};
 
-pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+use crate::service::exchange::TOKEN_TYPE_ACCESS_TOKEN;
 
 #[derive(Clone, Debug)]
 pub struct TokenApi {
@@ -27,38 +27,23 @@ pub fn scope_of(scopes: &[String]) -> Result<Option<ScopeSet>, Error> {
     if scopes.iter().all(|s| s.trim().is_empty()) {
         return Ok(None);
     }
-    ScopeSet::from_tokens(
-        scopes
-            .iter()
-            .flat_map(|s| s.split(' '))
-            .filter(|s| !s.is_empty()),
-    )
-    .map(Some)
+    ScopeSet::from_tokens(scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty())).map(Some)
 }
 
 fn actor_pb(a: &Actor) -> pb::Actor {
-    pb::Actor {
-        sub: a.sub.clone(),
-        act: a.act.as_deref().map(|inner| Box::new(actor_pb(inner))),
-    }
+    pb::Actor { sub: a.sub.clone(), act: a.act.as_deref().map(|inner| Box::new(actor_pb(inner))) }
 }
 
 #[tonic::async_trait]
 impl TokenService for TokenApi {
-    async fn issue_token(
-        &self,
-        req: Request<pb::IssueTokenRequest>,
-    ) -> Result<Response<pb::TokenResponse>, Status> {
+    async fn issue_token(&self, req: Request<pb::IssueTokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
         let now = self.core.now_ms();
         let result = async {
             let creds = super::credentials(&req)?;
             let body = req.get_ref();
-            let issue = IssueRequest {
-                scope: scope_of(&body.scope)?,
-                audience: body.audience.clone(),
-            };
+            let issue = IssueRequest { scope: scope_of(&body.scope)?, audience: body.audience.clone() };
             let caller = self.core.authenticate(&creds).await?;
-            self.core.issue_client_token(&caller, issue, now)
+            self.core.issue_client_token(&caller, issue, now).await
         }
         .await;
         let t = result.map_err(|e| to_status(e, "IssueToken"))?;
@@ -73,11 +58,36 @@ impl TokenService for TokenApi {
 
     async fn exchange_for_user(
         &self,
-        _req: Request<pb::ExchangeForUserRequest>,
+        req: Request<pb::ExchangeForUserRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        Err(Status::unimplemented(
-            "ExchangeForUser is not implemented yet",
-        ))
+        let now = self.core.now_ms();
+        let result = async {
+            let auth = super::exchange_auth(&req)?;
+            let body = req.get_ref();
+            let subject = match (body.subject.is_empty(), body.subject_token.is_empty()) {
+                (false, true) => SubjectRef::UserId(body.subject.clone()),
+                (true, false) => SubjectRef::Token(body.subject_token.clone()),
+                (false, false) => return Err(Error::invalid_request("give subject or subject_token, not both")),
+                (true, true) => return Err(Error::invalid_request("subject or subject_token is required")),
+            };
+            let exchange = ExchangeRequest {
+                subject,
+                scope: scope_of(&body.scope)?,
+                audience: body.audience.clone(),
+                account: Some(body.account.clone()).filter(|a| !a.is_empty()),
+            };
+            let caller = self.core.authenticate_exchange(&auth, now).await?;
+            self.core.exchange_for_user(&caller, exchange, now).await
+        }
+        .await;
+        let t = result.map_err(|e| to_status(e, "ExchangeForUser"))?;
+        Ok(Response::new(pb::TokenResponse {
+            access_token: t.access_token,
+            token_type: "Bearer".into(),
+            expires_in: t.expires_in,
+            scope: t.scope.to_vec(),
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+        }))
     }
 
     async fn introspect(
@@ -91,10 +101,7 @@ impl TokenService for TokenApi {
                 return Err(Error::invalid_request("token is required"));
             }
             let caller = self.core.authenticate(&creds).await?;
-            Ok(self
-                .core
-                .introspect(&caller, &req.get_ref().token, now)
-                .await)
+            Ok(self.core.introspect(&caller, &req.get_ref().token, now).await)
         }
         .await;
         let out = match result.map_err(|e| to_status(e, "Introspect"))? {
@@ -121,10 +128,7 @@ impl TokenService for TokenApi {
         Ok(Response::new(out))
     }
 
-    async fn revoke(
-        &self,
-        req: Request<pb::RevokeRequest>,
-    ) -> Result<Response<pb::RevokeResponse>, Status> {
+    async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
         let now = self.core.now_ms();
         let result = async {
             let creds = super::credentials(&req)?;

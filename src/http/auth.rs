@@ -15,16 +15,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct BodyError(pub Error, pub bool);
 
 pub async fn read_form(headers: &HeaderMap, body: Body) -> std::result::Result<Form, BodyError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(BodyError(
-            Error::invalid_request("Content-Type must be application/x-www-form-urlencoded"),
-            false,
-        ));
+        return Err(BodyError(Error::invalid_request("Content-Type must be application/x-www-form-urlencoded"), false));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
@@ -50,23 +44,18 @@ pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCred
         Some(v) => {
             if body_secret.is_some() {
                 // RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
-                return Err(Error::invalid_request(
-                    "client credentials in both the Authorization header and the body",
-                ));
+                return Err(Error::invalid_request("client credentials in both the Authorization header and the body"));
             }
             let creds = parse_basic_authorization(v.to_str().map_err(|_| Error::InvalidClient)?)?;
             if body_id.is_some_and(|id| id != creds.client_id) {
-                return Err(Error::invalid_request(
-                    "client_id in the body does not match the Authorization header",
-                ));
+                return Err(Error::invalid_request("client_id in the body does not match the Authorization header"));
             }
             Ok(creds)
         }
         None => match (body_id, body_secret) {
-            (Some(id), Some(secret)) => Ok(ClientCredentials {
-                client_id: id.to_owned(),
-                secret: zeroize::Zeroizing::new(secret.to_owned()),
-            }),
+            (Some(id), Some(secret)) => {
+                Ok(ClientCredentials { client_id: id.to_owned(), secret: zeroize::Zeroizing::new(secret.to_owned()) })
+            }
             (None, Some(_)) => Err(Error::invalid_request("client_secret without client_id")),
             // No credentials, or a public client (which Tessera does not have).
             _ => Err(Error::InvalidClient),

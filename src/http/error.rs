@@ -12,6 +12,7 @@ pub const REALM_CHALLENGE: &str = "Basic realm=\"tessera\", charset=\"UTF-8\"";
 pub fn status_of(err: &Error) -> StatusCode {
     match err {
         Error::InvalidRequest(_)
+        | Error::PolicyDenied(_)
         | Error::InvalidGrant(_)
         | Error::UnauthorizedClient(_)
         | Error::UnsupportedGrantType
@@ -39,10 +40,7 @@ pub fn error_response(err: Error, challenge: bool, operation: &str) -> Response 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if status == StatusCode::UNAUTHORIZED && challenge {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(REALM_CHALLENGE),
-        );
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM_CHALLENGE));
     }
     if let Error::Throttled { retry_after_secs } = err
         && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())

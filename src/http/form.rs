@@ -38,15 +38,12 @@ pub fn decode_component(raw: &str) -> std::result::Result<String, MalformedEncod
 
 impl Form {
     pub fn parse(body: &[u8]) -> Result<Self> {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| Error::invalid_request("request body is not valid UTF-8"))?;
+        let text = std::str::from_utf8(body).map_err(|_| Error::invalid_request("request body is not valid UTF-8"))?;
         let mut pairs = Vec::new();
         for part in text.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let k = decode_component(k)
-                .map_err(|_| Error::invalid_request("malformed form encoding"))?;
-            let v = decode_component(v)
-                .map_err(|_| Error::invalid_request("malformed form encoding"))?;
+            let k = decode_component(k).map_err(|_| Error::invalid_request("malformed form encoding"))?;
+            let v = decode_component(v).map_err(|_| Error::invalid_request("malformed form encoding"))?;
             if k.is_empty() {
                 return Err(Error::invalid_request("malformed form encoding"));
             }
@@ -67,9 +64,7 @@ impl Form {
         for (k, v) in &self.pairs {
             if k == name {
                 if found.is_some() {
-                    return Err(Error::invalid_request(format!(
-                        "parameter {name} is repeated"
-                    )));
+                    return Err(Error::invalid_request(format!("parameter {name} is repeated")));
                 }
                 found = Some(v.as_str());
             }
@@ -78,17 +73,12 @@ impl Form {
     }
 
     pub fn required(&self, name: &str) -> Result<&str> {
-        self.single(name)?
-            .ok_or_else(|| Error::invalid_request(format!("parameter {name} is required")))
+        self.single(name)?.ok_or_else(|| Error::invalid_request(format!("parameter {name} is required")))
     }
 
     /// Every value of a parameter that may repeat.
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -103,24 +93,14 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        let f = Form::parse(
-            b"grant_type=client_credentials&scope=a+b%20c&empty=&audience=x&audience=y",
-        )
-        .unwrap();
+        let f = Form::parse(b"grant_type=client_credentials&scope=a+b%20c&empty=&audience=x&audience=y").unwrap();
         assert_eq!(f.single("scope").unwrap(), Some("a b c"));
-        assert_eq!(
-            f.single("empty").unwrap(),
-            None,
-            "RFC 6749 §3.1: no value = omitted"
-        );
+        assert_eq!(f.single("empty").unwrap(), None, "RFC 6749 §3.1: no value = omitted");
         assert_eq!(f.all("audience"), vec!["x", "y"]);
         assert!(f.single("audience").is_err(), "RFC 6749 §3.2: repeated");
         assert!(Form::parse(b"a=%zz").is_err());
         assert!(Form::parse(b"a=%4").is_err());
-        assert!(
-            Form::parse(b"a=%ff").is_err(),
-            "invalid UTF-8 after decoding"
-        );
+        assert!(Form::parse(b"a=%ff").is_err(), "invalid UTF-8 after decoding");
         assert!(Form::parse(&[b'a', b'=', 0xff]).is_err());
         assert!(Form::parse(b"=x").is_err());
     }

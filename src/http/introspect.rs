@@ -59,11 +59,7 @@ const INACTIVE: IntrospectBody<'static> = IntrospectBody {
     account: None,
 };
 
-pub async fn introspect(
-    State(core): State<Arc<Tessera>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn introspect(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: Body) -> Response {
     let now = core.now_ms();
     let form = match read_form(&headers, body).await {
         Ok(f) => f,
@@ -74,9 +70,7 @@ pub async fn introspect(
         let token = form.required("token")?;
         // token_type_hint is advisory (RFC 7662 §2.1); we have one token type.
         form.single("token_type_hint")?;
-        let caller = core
-            .authenticate(&client_credentials(&headers, &form)?)
-            .await?;
+        let caller = core.authenticate(&client_credentials(&headers, &form)?).await?;
         Ok::<_, crate::domain::Error>(core.introspect(&caller, token, now).await)
     }
     .await;
@@ -116,9 +110,7 @@ pub async fn revoke(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: 
         let token = form.required("token")?;
         // An unknown hint is ignored: RFC 7009 §2.1 says to search all token types.
         form.single("token_type_hint")?;
-        let caller = core
-            .authenticate(&client_credentials(&headers, &form)?)
-            .await?;
+        let caller = core.authenticate(&client_credentials(&headers, &form)?).await?;
         core.revoke(&caller, token, now).await
     }
     .await;

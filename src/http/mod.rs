@@ -26,27 +26,17 @@ pub fn router(core: Arc<Tessera>) -> Router {
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/oauth2/revoke", post(introspect::revoke))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(metadata::metadata),
-        )
+        .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
         .route(metadata::JWKS_PATH, get(metadata::jwks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(core)
 }
 
 fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
     use axum::response::IntoResponse;
-    (
-        status,
-        axum::Json(serde_json::json!({"error": code, "error_description": description})),
-    )
-        .into_response()
+    (status, axum::Json(serde_json::json!({"error": code, "error_description": description}))).into_response()
 }
 
 async fn not_found() -> Response {
@@ -54,21 +44,13 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request",
-        "method not allowed",
-    )
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "method not allowed")
 }
 
 pub(crate) fn body_error(e: auth::BodyError, operation: &str) -> Response {
     let auth::BodyError(err, too_large) = e;
     if too_large {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            "request body too large",
-        );
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
     }
     error::error_response(err, false, operation)
 }

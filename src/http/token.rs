@@ -12,11 +12,12 @@ use super::auth::{client_credentials, read_form, wants_challenge};
 use super::error::error_response;
 use super::form::Form;
 use crate::domain::{Error, Result, ScopeSet};
-use crate::service::{IssueRequest, IssuedToken, Tessera};
+use crate::service::exchange::TOKEN_TYPE_USER_ID;
+use crate::service::{ExchangeAuth, ExchangeRequest, IssueRequest, IssuedToken, SubjectRef, Tessera};
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub use crate::service::exchange::TOKEN_TYPE_ACCESS_TOKEN;
 
 #[derive(Serialize)]
 struct TokenBody<'a> {
@@ -50,11 +51,7 @@ fn token_response(t: &IssuedToken, issued_token_type: Option<&'static str>) -> R
 
 /// Audiences from RFC 8693 `audience` and RFC 8707 `resource`, both of which may repeat.
 pub fn requested_audiences(form: &Form) -> Vec<String> {
-    form.all("audience")
-        .into_iter()
-        .chain(form.all("resource"))
-        .map(str::to_owned)
-        .collect()
+    form.all("audience").into_iter().chain(form.all("resource")).map(str::to_owned).collect()
 }
 
 pub fn requested_scope(form: &Form) -> Result<Option<ScopeSet>> {
@@ -79,16 +76,48 @@ async fn handle(core: &Tessera, headers: &HeaderMap, form: &Form, now: i64) -> R
     let grant_type = form.required("grant_type")?;
     match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
-            let req = IssueRequest {
-                scope: requested_scope(form)?,
-                audience: requested_audiences(form),
-            };
-            let caller = core
-                .authenticate(&client_credentials(headers, form)?)
-                .await?;
-            let issued = core.issue_client_token(&caller, req, now)?;
+            let req = IssueRequest { scope: requested_scope(form)?, audience: requested_audiences(form) };
+            let caller = core.authenticate(&client_credentials(headers, form)?).await?;
+            let issued = core.issue_client_token(&caller, req, now).await?;
             Ok(token_response(&issued, None))
+        }
+        GRANT_TOKEN_EXCHANGE => {
+            let (auth, req) = exchange_request(headers, form)?;
+            let caller = core.authenticate_exchange(&auth, now).await?;
+            let issued = core.exchange_for_user(&caller, req, now).await?;
+            Ok(token_response(&issued, Some(TOKEN_TYPE_ACCESS_TOKEN)))
         }
         _ => Err(Error::UnsupportedGrantType),
     }
+}
+
+/// RFC 8693 §2.1 parameters, checked before any authentication work.
+fn exchange_request(headers: &HeaderMap, form: &Form) -> Result<(ExchangeAuth, ExchangeRequest)> {
+    let subject_token = form.required("subject_token")?;
+    let subject = match form.required("subject_token_type")? {
+        TOKEN_TYPE_USER_ID => SubjectRef::UserId(subject_token.to_owned()),
+        TOKEN_TYPE_ACCESS_TOKEN => SubjectRef::Token(subject_token.to_owned()),
+        _ => return Err(Error::invalid_request("unsupported subject_token_type")),
+    };
+    if form.single("requested_token_type")?.is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN) {
+        return Err(Error::invalid_request("only access tokens can be requested"));
+    }
+    let actor_token = match (form.single("actor_token")?, form.single("actor_token_type")?) {
+        (Some(t), Some(TOKEN_TYPE_ACCESS_TOKEN)) => Some(t.to_owned()),
+        (Some(_), Some(_)) => return Err(Error::invalid_request("unsupported actor_token_type")),
+        (Some(_), None) => return Err(Error::invalid_request("actor_token_type is required with actor_token")),
+        (None, Some(_)) => return Err(Error::invalid_request("actor_token_type without actor_token")),
+        (None, None) => None,
+    };
+    // The actor token may stand in for client authentication (the partner's server holds one).
+    let has_credentials = headers.contains_key(axum::http::header::AUTHORIZATION) || form.has("client_secret");
+    let credentials =
+        if has_credentials || actor_token.is_none() { Some(client_credentials(headers, form)?) } else { None };
+    let req = ExchangeRequest {
+        subject,
+        scope: requested_scope(form)?,
+        audience: requested_audiences(form),
+        account: form.single("account")?.map(str::to_owned),
+    };
+    Ok((ExchangeAuth { credentials, actor_token }, req))
 }

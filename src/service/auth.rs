@@ -19,64 +19,38 @@ pub struct ClientCredentials {
 
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCredentials")
-            .field("client_id", &self.client_id)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("ClientCredentials").field("client_id", &self.client_id).field("secret", &"<redacted>").finish()
     }
 }
 
 impl Tessera {
     pub async fn authenticate(&self, creds: &ClientCredentials) -> Result<Arc<ClientEntry>> {
-        if ClientId::parse(&creds.client_id).is_err()
-            || creds.secret.is_empty()
-            || creds.secret.len() > 512
-        {
+        if ClientId::parse(&creds.client_id).is_err() || creds.secret.is_empty() || creds.secret.len() > 512 {
             return Err(Error::InvalidClient);
         }
         let entry = match self.clients.get(&creds.client_id) {
             Some(entry) => Some(entry),
             // Not in memory: perhaps created a moment ago on another replica or by the CLI and
             // not yet seen through the change feed.
-            None => self
-                .store
-                .load_client(&creds.client_id)
-                .await?
-                .map(|c| self.clients.upsert(c)),
+            None => self.store.load_client(&creds.client_id).await?.map(|c| self.clients.upsert(c)),
         };
         let digest = secret_digest(&creds.secret);
         if let Some(e) = &entry
             && e.is_verified(&digest)
         {
-            return if e.client.disabled {
-                Err(Error::InvalidClient)
-            } else {
-                Ok(Arc::clone(e))
-            };
+            return if e.client.disabled { Err(Error::InvalidClient) } else { Ok(Arc::clone(e)) };
         }
         // One argon2 run whatever the case: unknown client, unknown secret id and wrong secret
         // all cost the same.
         let hash = entry.as_ref().and_then(|e| {
             let sid = secret_id_of(&creds.secret)?;
-            e.client
-                .secrets
-                .iter()
-                .find(|s| s.secret_id == sid)
-                .map(|s| s.hash.clone())
+            e.client.secrets.iter().find(|s| s.secret_id == sid).map(|s| s.hash.clone())
         });
-        let ok = self
-            .hasher
-            .verify(hash, creds.secret.clone())
-            .await
-            .map_err(Error::Internal)?;
+        let ok = self.hasher.verify(hash, creds.secret.clone()).await.map_err(Error::Internal)?;
         match entry {
             Some(e) if ok => {
                 e.remember_verified(digest);
-                if e.client.disabled {
-                    Err(Error::InvalidClient)
-                } else {
-                    Ok(e)
-                }
+                if e.client.disabled { Err(Error::InvalidClient) } else { Ok(e) }
             }
             _ => {
                 tracing::info!(client_id = %creds.client_id, "client authentication failed");
@@ -96,24 +70,16 @@ pub fn parse_basic_authorization(value: &str) -> Result<ClientCredentials> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(Error::InvalidClient);
     }
-    let raw = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| Error::InvalidClient)?,
-    );
+    let raw =
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| Error::InvalidClient)?);
     let text = std::str::from_utf8(&raw).map_err(|_| Error::InvalidClient)?;
     let (id, secret) = text.split_once(':').ok_or(Error::InvalidClient)?;
     let id = crate::http::form::decode_component(id).map_err(|_| Error::InvalidClient)?;
-    let secret = Zeroizing::new(
-        crate::http::form::decode_component(secret).map_err(|_| Error::InvalidClient)?,
-    );
+    let secret = Zeroizing::new(crate::http::form::decode_component(secret).map_err(|_| Error::InvalidClient)?);
     if id.is_empty() || secret.is_empty() {
         return Err(Error::InvalidClient);
     }
-    Ok(ClientCredentials {
-        client_id: id,
-        secret,
-    })
+    Ok(ClientCredentials { client_id: id, secret })
 }
 
 #[cfg(test)]
@@ -122,26 +88,17 @@ mod tests {
     use base64::Engine;
 
     fn basic(s: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(s)
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s))
     }
 
     #[test]
     fn basic_header_forms() {
         let c = parse_basic_authorization(&basic("cl_1:s3cret")).unwrap();
-        assert_eq!(
-            (c.client_id.as_str(), c.secret.as_str()),
-            ("cl_1", "s3cret")
-        );
+        assert_eq!((c.client_id.as_str(), c.secret.as_str()), ("cl_1", "s3cret"));
         // RFC 6749 §2.3.1: form-urlencoded before base64.
         let c = parse_basic_authorization(&basic("a%3Ab:x%2By+z")).unwrap();
         assert_eq!((c.client_id.as_str(), c.secret.as_str()), ("a:b", "x+y z"));
-        assert!(
-            parse_basic_authorization(&basic("a:b:c")).is_ok(),
-            "secret may contain ':'"
-        );
+        assert!(parse_basic_authorization(&basic("a:b:c")).is_ok(), "secret may contain ':'");
         for bad in [
             basic("nocolon"),
             basic(":secret"),
@@ -151,10 +108,7 @@ mod tests {
             "Basic".into(),
             basic("a:%zz"),
         ] {
-            assert!(
-                matches!(parse_basic_authorization(&bad), Err(Error::InvalidClient)),
-                "{bad}"
-            );
+            assert!(matches!(parse_basic_authorization(&bad), Err(Error::InvalidClient)), "{bad}");
         }
     }
 

@@ -20,18 +20,11 @@ pub enum Introspection {
 
 impl Tessera {
     #[tracing::instrument(skip_all, fields(client_id = %caller.client.client_id))]
-    pub async fn introspect(
-        &self,
-        caller: &ClientEntry,
-        token: &str,
-        now_ms: i64,
-    ) -> Introspection {
+    pub async fn introspect(&self, caller: &ClientEntry, token: &str, now_ms: i64) -> Introspection {
         let Ok(verified) = self.verify_token(token, now_ms.div_euclid(1000)) else {
             return Introspection::Inactive;
         };
-        if verified.claims.client_id != caller.client.client_id.as_str()
-            && !caller.client.has(Capability::Introspect)
-        {
+        if verified.claims.client_id != caller.client.client_id.as_str() && !caller.client.has(Capability::Introspect) {
             return Introspection::Inactive;
         }
         if !self.is_active(&verified, now_ms).await {
@@ -41,11 +34,7 @@ impl Tessera {
     }
 
     /// Signature and issuer, remembered per token so each token is checked once.
-    pub(crate) fn verify_token(
-        &self,
-        token: &str,
-        now_secs: i64,
-    ) -> Result<Arc<VerifiedToken>, Rejection> {
+    pub(crate) fn verify_token(&self, token: &str, now_secs: i64) -> Result<Arc<VerifiedToken>, Rejection> {
         if token.is_empty() || token.len() > jwt::MAX_TOKEN_LEN {
             return Err(Rejection::Malformed);
         }
@@ -67,28 +56,61 @@ impl Tessera {
         Ok(verified)
     }
 
-    /// Expiry, revocation of the token itself, and its client's status.
+    /// Expiry, revocation of the token itself and of every token it derives from, the status of
+    /// every client in its lineage, and the grants it was minted under.
     pub(crate) async fn is_active(&self, token: &VerifiedToken, now_ms: i64) -> bool {
         let claims = &token.claims;
         let now = now_ms.div_euclid(1000);
         if claims.exp <= now || claims.iat > now + MAX_CLOCK_SKEW_SECS {
             return false;
         }
-        if self.revocations.contains(&claims.jti) {
+        if !self.issued_token_stands(&claims.client_id, &claims.jti, claims.iat).await {
             return false;
         }
-        let client = match self.clients.get(&claims.client_id) {
-            Some(c) => c,
-            // A validly signed token of a client this replica has not seen yet.
-            None => match self.store.load_client(&claims.client_id).await {
-                Ok(Some(c)) => self.clients.upsert(c),
-                _ => return false,
-            },
+        for (client_id, jti) in &claims.lineage.parents {
+            if !self.issued_token_stands(client_id, jti, 0).await {
+                return false;
+            }
+        }
+        for grant_id in &claims.lineage.grants {
+            let grant = match self.grants.get(grant_id) {
+                Some(g) => g,
+                None => match self.store.load_grant(grant_id).await {
+                    Ok(Some(g)) => self.grants.upsert(g),
+                    _ => return false,
+                },
+            };
+            if !grant.is_active(now) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A token issued to `client_id` with id `jti` is not revoked, and its client is enabled and
+    /// has not revoked everything issued before the token's issuance instant.
+    async fn issued_token_stands(&self, client_id: &str, jti: &str, iat: i64) -> bool {
+        if self.revocations.contains(jti) {
+            return false;
+        }
+        let Some(client) = self.client_entry(client_id).await else {
+            return false;
         };
         if client.client.disabled {
             return false;
         }
-        let issued_ms = token_id_issued_at_ms(&claims.jti).unwrap_or(claims.iat * 1000);
+        let issued_ms = token_id_issued_at_ms(jti).unwrap_or(iat * 1000);
         issued_ms >= client.client.tokens_revoked_before_ms
+    }
+
+    /// A client from memory, or from the database if this replica has not seen it yet.
+    pub(crate) async fn client_entry(&self, client_id: &str) -> Option<Arc<ClientEntry>> {
+        if let Some(c) = self.clients.get(client_id) {
+            return Some(c);
+        }
+        match self.store.load_client(client_id).await {
+            Ok(Some(c)) => Some(self.clients.upsert(c)),
+            _ => None,
+        }
     }
 }

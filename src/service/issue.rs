@@ -3,8 +3,9 @@ use super::Tessera;
 use crate::crypto::jwt;
 use crate::domain::client::parse_audience;
 use crate::domain::ids::generate_token_id;
-use crate::domain::{AccessClaims, Audience, Client, Error, Result, ScopeSet};
+use crate::domain::{AccessClaims, Audience, Client, Error, Lineage, Result, ScopeSet};
 use crate::state::ClientEntry;
+use crate::storage::audit::AuditRecord;
 
 #[derive(Clone, Debug, Default)]
 pub struct IssueRequest {
@@ -23,21 +24,41 @@ pub struct IssuedToken {
 }
 
 impl Tessera {
+    /// Issues, and records the outcome in the audit trail before returning.
     #[tracing::instrument(skip_all, fields(client_id = %caller.client.client_id))]
-    pub fn issue_client_token(
+    pub async fn issue_client_token(
         &self,
         caller: &ClientEntry,
         req: IssueRequest,
         now_ms: i64,
     ) -> Result<IssuedToken> {
+        let result = self.issue_inner(caller, req, now_ms);
+        let client_id = caller.client.client_id.to_string();
+        let (scopes, jti, outcome, detail) = match &result {
+            Ok(t) => (Some(t.scope.to_string()), Some(t.jti.clone()), "ok".to_owned(), None),
+            Err(e) => (None, None, e.code().to_owned(), Some(e.description().into_owned())),
+        };
+        self.audit
+            .record(AuditRecord {
+                at_ms: now_ms,
+                action: "client_credentials".into(),
+                actor: client_id.clone(),
+                client_id: Some(client_id),
+                scopes,
+                jti,
+                outcome,
+                detail,
+                ..AuditRecord::default()
+            })
+            .await?;
+        result
+    }
+
+    fn issue_inner(&self, caller: &ClientEntry, req: IssueRequest, now_ms: i64) -> Result<IssuedToken> {
         let client = &caller.client;
         let scope = ScopeSet::grant(req.scope, &client.scopes)?;
         let audience = self.resolve_audience(client, &req.audience)?;
-        let ttl = if client.access_token_ttl > 0 {
-            client.access_token_ttl
-        } else {
-            self.settings.access_token_ttl
-        };
+        let ttl = if client.access_token_ttl > 0 { client.access_token_ttl } else { self.settings.access_token_ttl };
         let now = now_ms.div_euclid(1000);
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
@@ -51,14 +72,10 @@ impl Tessera {
             tenant: client.tenant.clone(),
             act: None,
             account: None,
+            lineage: Lineage::default(),
         };
         let access_token = self.sign(&claims, now)?;
-        Ok(IssuedToken {
-            access_token,
-            expires_in: ttl,
-            scope,
-            jti: claims.jti,
-        })
+        Ok(IssuedToken { access_token, expires_in: ttl, scope, jti: claims.jti })
     }
 
     pub(crate) fn sign(&self, claims: &AccessClaims, now_secs: i64) -> Result<String> {
@@ -71,11 +88,7 @@ impl Tessera {
 
     /// Requested audiences must each be allowed to the client (RFC 8707 §2: `invalid_target`);
     /// none requested means all of the client's, or this issuer when it has none configured.
-    pub(crate) fn resolve_audience(
-        &self,
-        client: &Client,
-        requested: &[String],
-    ) -> Result<Audience> {
+    pub(crate) fn resolve_audience(&self, client: &Client, requested: &[String]) -> Result<Audience> {
         if requested.is_empty() {
             if client.audiences.is_empty() {
                 return Ok(Audience::One(self.settings.issuer.clone()));
@@ -86,9 +99,7 @@ impl Tessera {
         for aud in requested {
             let aud = parse_audience(aud)?;
             if !client.audiences.contains(&aud) {
-                return Err(Error::InvalidTarget(
-                    "requested audience is not allowed for this client".into(),
-                ));
+                return Err(Error::InvalidTarget("requested audience is not allowed for this client".into()));
             }
             if !out.contains(&aud) {
                 out.push(aud);

@@ -1,7 +1,9 @@
 //! Use cases, transport-free. gRPC and REST adapters call these same functions, so the two
 //! transports cannot drift apart.
 pub mod admin;
+pub mod audit;
 pub mod auth;
+pub mod exchange;
 pub mod introspect;
 pub mod issue;
 pub mod keys;
@@ -13,11 +15,13 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::crypto::{Kek, SigningAlg, secret::SecretHasher};
-use crate::state::{ClientDirectory, KeyRing, RevocationSet, TokenCache, feed::FeedCursor};
+use crate::state::{ClientDirectory, GrantDirectory, KeyRing, RevocationSet, TokenCache, feed::FeedCursor};
 use crate::storage::Store;
 
 pub use admin::Admin;
+pub use audit::Audit;
 pub use auth::ClientCredentials;
+pub use exchange::{ExchangeAuth, ExchangeRequest, SubjectRef};
 pub use introspect::Introspection;
 pub use issue::{IssueRequest, IssuedToken};
 
@@ -28,6 +32,10 @@ pub struct Settings {
     pub signing_alg: SigningAlg,
     /// Default access-token lifetime (seconds) for clients without their own.
     pub access_token_ttl: i64,
+    /// Default user-token lifetime (seconds) for clients without their own.
+    pub user_token_ttl: i64,
+    /// Write the audit trail (on by default; off only to measure its cost).
+    pub audit: bool,
     /// Parallel argon2 verifications at most.
     pub argon2_concurrency: usize,
     /// Verified tokens remembered for introspection.
@@ -42,6 +50,8 @@ impl Settings {
             issuer: issuer.into(),
             signing_alg: SigningAlg::EdDSA,
             access_token_ttl: 3600,
+            user_token_ttl: 300,
+            audit: true,
             argon2_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             token_cache_capacity: 200_000,
             change_poll_interval: Duration::from_millis(250),
@@ -58,6 +68,8 @@ pub struct Tessera {
     kek: Kek,
     pub(crate) clients: ClientDirectory,
     pub(crate) revocations: RevocationSet,
+    pub(crate) grants: GrantDirectory,
+    pub(crate) audit: Audit,
     pub(crate) keys: KeyRing,
     pub(crate) tokens: TokenCache,
     pub(crate) hasher: SecretHasher,
@@ -66,22 +78,16 @@ pub struct Tessera {
 
 impl std::fmt::Debug for Tessera {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tessera")
-            .field("issuer", &self.settings.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("Tessera").field("issuer", &self.settings.issuer).finish_non_exhaustive()
     }
 }
 
 impl Tessera {
     /// Makes sure a signing key exists, then loads clients, keys and revocations into memory.
-    pub async fn open(
-        store: Store,
-        settings: Settings,
-        kek: Kek,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Arc<Self>> {
+    pub async fn open(store: Store, settings: Settings, kek: Kek, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
         let hasher = SecretHasher::new(settings.argon2_concurrency)?;
-        let admin = Admin::new(store.clone(), hasher.clone(), Arc::clone(&clock));
+        let audit = if settings.audit { Audit::batched(store.clone()).0 } else { Audit::off() };
+        let admin = Admin::new(store.clone(), hasher.clone(), Arc::clone(&clock), audit.clone());
         let core = Arc::new(Self {
             tokens: TokenCache::new(settings.token_cache_capacity),
             store,
@@ -91,6 +97,8 @@ impl Tessera {
             kek,
             clients: ClientDirectory::default(),
             revocations: RevocationSet::default(),
+            grants: GrantDirectory::default(),
+            audit,
             keys: KeyRing::default(),
             hasher,
             feed: tokio::sync::Mutex::new(FeedCursor::default()),
@@ -115,6 +123,7 @@ impl Tessera {
             clients: self.clients.len(),
             revoked_tokens: self.revocations.len(),
             keys: self.keys.len(),
+            grants: self.grants.len(),
             verified_tokens: self.tokens.len(),
         }
     }
@@ -125,5 +134,6 @@ pub struct StateSizes {
     pub clients: usize,
     pub revoked_tokens: usize,
     pub keys: usize,
+    pub grants: usize,
     pub verified_tokens: usize,
 }

@@ -3,6 +3,7 @@
 use super::Tessera;
 use crate::domain::{Capability, Error, Result};
 use crate::state::ClientEntry;
+use crate::storage::audit::AuditRecord;
 use crate::storage::revocations::Revocation;
 
 impl Tessera {
@@ -14,24 +15,30 @@ impl Tessera {
             return Ok(());
         };
         let claims = &verified.claims;
-        if claims.client_id != caller.client.client_id.as_str()
-            && !caller.client.has(Capability::Revoke)
-        {
+        let mut record = AuditRecord {
+            at_ms: now_ms,
+            action: "revoke".into(),
+            actor: caller.client.client_id.to_string(),
+            client_id: Some(claims.client_id.clone()),
+            subject: claims.is_user_token().then(|| claims.sub.clone()),
+            jti: Some(claims.jti.clone()),
+            outcome: "ok".into(),
+            ..AuditRecord::default()
+        };
+        if claims.client_id != caller.client.client_id.as_str() && !caller.client.has(Capability::Revoke) {
             // RFC 7009 §2.1: the token was not issued to this client, so the request is refused.
-            return Err(Error::UnauthorizedClient(
-                "the token was not issued to this client".into(),
-            ));
+            let err = Error::UnauthorizedClient("the token was not issued to this client".into());
+            record.outcome = err.code().into();
+            self.audit.record(record).await?;
+            return Err(err);
         }
         if claims.exp <= now || self.revocations.contains(&claims.jti) {
             return Ok(());
         }
-        let r = Revocation {
-            jti: claims.jti.clone(),
-            client_id: claims.client_id.clone(),
-            expires_at: claims.exp,
-        };
+        let r = Revocation { jti: claims.jti.clone(), client_id: claims.client_id.clone(), expires_at: claims.exp };
         self.store.insert_revocation(&r, now_ms).await?;
         self.revocations.insert(r.jti, r.expires_at);
+        self.audit.record(record).await?;
         tracing::info!(jti = %claims.jti, "token revoked");
         Ok(())
     }

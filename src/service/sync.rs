@@ -12,27 +12,19 @@ impl Tessera {
     pub async fn full_resync(&self) -> anyhow::Result<()> {
         let mut feed = self.feed.lock().await;
         // Read the cursor first: anything committed while we load is applied again (idempotent).
-        let cursor = self
-            .store
-            .latest_change_id()
-            .await
-            .context("read change feed")?;
+        let cursor = self.store.latest_change_id().await.context("read change feed")?;
         self.reload_keys().await?;
         let clients = self.store.load_clients().await.context("load clients")?;
         self.clients.replace_all(clients);
         let now = self.clock.now_secs();
-        for r in self
-            .store
-            .load_live_revocations(now)
-            .await
-            .context("load revocations")?
-        {
+        for r in self.store.load_live_revocations(now).await.context("load revocations")? {
             self.revocations.insert(r.jti, r.expires_at);
         }
         feed.reset(cursor);
         tracing::info!(
             clients = self.clients.len(),
             revoked_tokens = self.revocations.len(),
+            grants = self.grants.len(),
             keys = self.keys.len(),
             cursor,
             "state loaded"
@@ -62,12 +54,8 @@ impl Tessera {
                 if oldest > feed.high + 1 {
                     // The feed was pruned past our cursor (a replica cut off for a long time).
                     drop(feed);
-                    tracing::warn!(
-                        "change feed pruned past this replica's cursor; reloading everything"
-                    );
-                    self.full_resync()
-                        .await
-                        .map_err(crate::domain::Error::Unavailable)?;
+                    tracing::warn!("change feed pruned past this replica's cursor; reloading everything");
+                    self.full_resync().await.map_err(crate::domain::Error::Unavailable)?;
                     return Ok(applied);
                 }
             }
@@ -98,10 +86,12 @@ impl Tessera {
                     self.revocations.insert(r.jti, r.expires_at);
                 }
             }
-            Some(ChangeKind::Keys) => self
-                .reload_keys()
-                .await
-                .map_err(crate::domain::Error::Internal)?,
+            Some(ChangeKind::Grant) => {
+                if let Some(g) = self.store.load_grant(&change.subject).await? {
+                    self.grants.upsert(g);
+                }
+            }
+            Some(ChangeKind::Keys) => self.reload_keys().await.map_err(crate::domain::Error::Internal)?,
             // Written by a newer version of Tessera: nothing this one knows to do.
             None => {}
         }
@@ -113,5 +103,6 @@ impl Tessera {
         let now = self.clock.now_secs();
         self.revocations.purge_expired(now);
         self.tokens.purge_expired(now);
+        self.grants.purge(now);
     }
 }

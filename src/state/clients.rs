@@ -30,10 +30,7 @@ pub struct ClientEntry {
 
 impl ClientEntry {
     pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            verified: RwLock::new(Vec::new()),
-        }
+        Self { client, verified: RwLock::new(Vec::new()) }
     }
 
     /// Constant-time membership test against the digests verified before.
@@ -69,8 +66,7 @@ impl ClientDirectory {
 
     pub fn upsert(&self, client: Client) -> Arc<ClientEntry> {
         let entry = Arc::new(ClientEntry::new(client));
-        self.map
-            .insert(entry.client.client_id.to_string(), Arc::clone(&entry));
+        self.map.insert(entry.client.client_id.to_string(), Arc::clone(&entry));
         entry
     }
 
@@ -79,8 +75,7 @@ impl ClientDirectory {
     }
 
     pub fn replace_all(&self, clients: Vec<Client>) {
-        let keep: std::collections::HashSet<String> =
-            clients.iter().map(|c| c.client_id.to_string()).collect();
+        let keep: std::collections::HashSet<String> = clients.iter().map(|c| c.client_id.to_string()).collect();
         self.map.retain(|k, _| keep.contains(k));
         for c in clients {
             self.upsert(c);

@@ -58,9 +58,6 @@ mod tests {
         assert!(!c.observe(2, 30), "but only once");
         assert!(!c.observe(3, 30));
         assert!(c.observe(5, 100));
-        assert!(
-            c.open_gaps(100 + GAP_PATIENCE_MS).is_empty(),
-            "rolled-back ids are given up on"
-        );
+        assert!(c.open_gaps(100 + GAP_PATIENCE_MS).is_empty(), "rolled-back ids are given up on");
     }
 }

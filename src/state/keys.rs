@@ -23,17 +23,10 @@ pub struct KeyRing {
 impl KeyRing {
     pub fn replace(&self, keys: Vec<LoadedKey>) {
         let mut ordered: Vec<Arc<LoadedKey>> = keys.into_iter().map(Arc::new).collect();
-        ordered.sort_by(|a, b| {
-            b.activates_at
-                .cmp(&a.activates_at)
-                .then_with(|| a.kid.cmp(&b.kid))
-        });
+        ordered.sort_by(|a, b| b.activates_at.cmp(&a.activates_at).then_with(|| a.kid.cmp(&b.kid)));
         let jwks = json!({ "keys": ordered.iter().map(|k| k.jwk.clone()).collect::<Vec<Value>>() });
         let set = KeySet {
-            by_kid: ordered
-                .iter()
-                .map(|k| (k.kid.clone(), Arc::clone(k)))
-                .collect(),
+            by_kid: ordered.iter().map(|k| (k.kid.clone(), Arc::clone(k))).collect(),
             jwks: Arc::new(serde_json::to_vec(&jwks).unwrap_or_default()),
             ordered,
         };
@@ -46,12 +39,7 @@ impl KeyRing {
 
     /// The newest key allowed to sign at `now_secs`.
     pub fn signer(&self, now_secs: i64) -> Option<Arc<LoadedKey>> {
-        self.inner
-            .read()
-            .ordered
-            .iter()
-            .find(|k| k.can_sign_at(now_secs))
-            .cloned()
+        self.inner.read().ordered.iter().find(|k| k.can_sign_at(now_secs)).cloned()
     }
 
     /// The serialized JWKS document (RFC 7517 §5).

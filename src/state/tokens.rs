@@ -28,10 +28,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            map: DashMap::new(),
-            capacity: capacity.max(1),
-        }
+        Self { map: DashMap::new(), capacity: capacity.max(1) }
     }
 
     pub fn get(&self, digest: &TokenDigest) -> Option<Arc<VerifiedToken>> {

@@ -1,7 +1,5 @@
 //! The change feed: one row per committed mutation, read by every replica in id order.
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use super::Store;
 use super::entities::change_log;
@@ -14,6 +12,8 @@ pub enum ChangeKind {
     Revocation,
     /// The signing keys changed: reload them.
     Keys,
+    /// A grant was created or revoked: reload it.
+    Grant,
 }
 
 impl ChangeKind {
@@ -22,6 +22,7 @@ impl ChangeKind {
             ChangeKind::Client => "client",
             ChangeKind::Revocation => "revocation",
             ChangeKind::Keys => "keys",
+            ChangeKind::Grant => "grant",
         }
     }
 
@@ -30,6 +31,7 @@ impl ChangeKind {
             "client" => Some(ChangeKind::Client),
             "revocation" => Some(ChangeKind::Revocation),
             "keys" => Some(ChangeKind::Keys),
+            "grant" => Some(ChangeKind::Grant),
             _ => None,
         }
     }
@@ -44,11 +46,7 @@ pub struct Change {
 
 impl From<change_log::Model> for Change {
     fn from(m: change_log::Model) -> Self {
-        Change {
-            id: m.id,
-            kind: ChangeKind::parse(&m.kind),
-            subject: m.subject,
-        }
+        Change { id: m.id, kind: ChangeKind::parse(&m.kind), subject: m.subject }
     }
 }
 
@@ -64,19 +62,13 @@ pub(crate) async fn record<C: ConnectionTrait>(
         created_at_ms: Set(now_ms),
         ..Default::default()
     };
-    change_log::Entity::insert(row)
-        .exec_without_returning(conn)
-        .await?;
+    change_log::Entity::insert(row).exec_without_returning(conn).await?;
     Ok(())
 }
 
 impl Store {
     /// Changes with id > `after`, oldest first.
-    pub async fn changes_after(
-        &self,
-        after: i64,
-        limit: u64,
-    ) -> Result<Vec<Change>, sea_orm::DbErr> {
+    pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<Change>, sea_orm::DbErr> {
         Ok(change_log::Entity::find()
             .filter(change_log::Column::Id.gt(after))
             .order_by_asc(change_log::Column::Id)
@@ -104,11 +96,7 @@ impl Store {
     }
 
     pub async fn latest_change_id(&self) -> Result<i64, sea_orm::DbErr> {
-        Ok(change_log::Entity::find()
-            .order_by_desc(change_log::Column::Id)
-            .one(self.db())
-            .await?
-            .map_or(0, |m| m.id))
+        Ok(change_log::Entity::find().order_by_desc(change_log::Column::Id).one(self.db()).await?.map_or(0, |m| m.id))
     }
 
     /// Deletes feed rows older than `before_ms`; replicas further behind than that resync fully.
@@ -121,10 +109,6 @@ impl Store {
     }
 
     pub async fn oldest_change_id(&self) -> Result<Option<i64>, sea_orm::DbErr> {
-        Ok(change_log::Entity::find()
-            .order_by_asc(change_log::Column::Id)
-            .one(self.db())
-            .await?
-            .map(|m| m.id))
+        Ok(change_log::Entity::find().order_by_asc(change_log::Column::Id).one(self.db()).await?.map(|m| m.id))
     }
 }

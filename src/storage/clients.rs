@@ -7,14 +7,10 @@ use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, Tra
 use super::Store;
 use super::changes::{ChangeKind, record};
 use super::entities::{client_secrets, clients};
-use crate::domain::{Capability, Client, ClientId, ClientSecret, ScopeSet};
+use crate::domain::{Capability, Client, ClientId, ClientSecret, ClientUpdate, ScopeSet};
 
 fn join(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
-    items
-        .into_iter()
-        .map(|s| s.as_ref().to_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    items.into_iter().map(|s| s.as_ref().to_owned()).collect::<Vec<_>>().join(" ")
 }
 
 fn to_domain(m: clients::Model, secrets: Vec<client_secrets::Model>) -> Client {
@@ -24,28 +20,17 @@ fn to_domain(m: clients::Model, secrets: Vec<client_secrets::Model>) -> Client {
         name: m.name,
         tenant: m.tenant,
         scopes: ScopeSet::parse(&m.scopes).unwrap_or_default(),
-        audiences: m
-            .audiences
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        capabilities: m
-            .capabilities
-            .split(' ')
-            .filter_map(|c| c.parse::<Capability>().ok())
-            .collect(),
+        audiences: m.audiences.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        capabilities: m.capabilities.split(' ').filter_map(|c| c.parse::<Capability>().ok()).collect(),
         access_token_ttl: m.access_token_ttl_seconds,
+        act_as: m.act_as.parse().unwrap_or_default(),
+        user_token_ttl: m.user_token_ttl_seconds,
         disabled: m.disabled,
         tokens_revoked_before_ms: m.tokens_revoked_before_ms,
         created_at: m.created_at,
         secrets: secrets
             .into_iter()
-            .map(|s| ClientSecret {
-                secret_id: s.secret_id,
-                hash: s.hash,
-                created_at: s.created_at,
-            })
+            .map(|s| ClientSecret { secret_id: s.secret_id, hash: s.hash, created_at: s.created_at })
             .collect(),
     }
 }
@@ -66,10 +51,10 @@ impl Store {
             tokens_revoked_before_ms: Set(client.tokens_revoked_before_ms),
             created_at: Set(client.created_at),
             updated_at: Set(client.created_at),
+            act_as: Set(client.act_as.as_str().to_owned()),
+            user_token_ttl_seconds: Set(client.user_token_ttl),
         };
-        clients::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await?;
+        clients::Entity::insert(row).exec_without_returning(&txn).await?;
         for s in &client.secrets {
             let row = client_secrets::ActiveModel {
                 secret_id: Set(s.secret_id.clone()),
@@ -77,9 +62,7 @@ impl Store {
                 hash: Set(s.hash.clone()),
                 created_at: Set(s.created_at),
             };
-            client_secrets::Entity::insert(row)
-                .exec_without_returning(&txn)
-                .await?;
+            client_secrets::Entity::insert(row).exec_without_returning(&txn).await?;
         }
         record(&txn, ChangeKind::Client, client.client_id.as_str(), now_ms).await?;
         self.notify(&txn).await?;
@@ -97,11 +80,7 @@ impl Store {
         }
         let rows = query.all(self.db()).await?;
         let mut secrets: HashMap<String, Vec<client_secrets::Model>> = HashMap::new();
-        for s in client_secrets::Entity::find()
-            .order_by_asc(client_secrets::Column::CreatedAt)
-            .all(self.db())
-            .await?
-        {
+        for s in client_secrets::Entity::find().order_by_asc(client_secrets::Column::CreatedAt).all(self.db()).await? {
             secrets.entry(s.client_id.clone()).or_default().push(s);
         }
         Ok(rows
@@ -114,10 +93,7 @@ impl Store {
     }
 
     pub async fn load_client(&self, client_id: &str) -> Result<Option<Client>, DbErr> {
-        let Some(m) = clients::Entity::find_by_id(client_id.to_owned())
-            .one(self.db())
-            .await?
-        else {
+        let Some(m) = clients::Entity::find_by_id(client_id.to_owned()).one(self.db()).await? else {
             return Ok(None);
         };
         let secrets = client_secrets::Entity::find()
@@ -129,12 +105,7 @@ impl Store {
     }
 
     /// Adds a secret; false if the client does not exist.
-    pub async fn add_client_secret(
-        &self,
-        client_id: &str,
-        secret: &ClientSecret,
-        now_ms: i64,
-    ) -> Result<bool, DbErr> {
+    pub async fn add_client_secret(&self, client_id: &str, secret: &ClientSecret, now_ms: i64) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         let touched = clients::Entity::update_many()
             .col_expr(clients::Column::UpdatedAt, Expr::value(now_ms / 1000))
@@ -151,9 +122,7 @@ impl Store {
             hash: Set(secret.hash.clone()),
             created_at: Set(secret.created_at),
         };
-        client_secrets::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await?;
+        client_secrets::Entity::insert(row).exec_without_returning(&txn).await?;
         record(&txn, ChangeKind::Client, client_id, now_ms).await?;
         self.notify(&txn).await?;
         txn.commit().await?;
@@ -161,12 +130,7 @@ impl Store {
     }
 
     /// Removes one secret; false if no such secret for this client.
-    pub async fn remove_client_secret(
-        &self,
-        client_id: &str,
-        secret_id: &str,
-        now_ms: i64,
-    ) -> Result<bool, DbErr> {
+    pub async fn remove_client_secret(&self, client_id: &str, secret_id: &str, now_ms: i64) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         let removed = client_secrets::Entity::delete_many()
             .filter(client_secrets::Column::ClientId.eq(client_id))
@@ -191,9 +155,22 @@ impl Store {
         value: sea_orm::Value,
         now_ms: i64,
     ) -> Result<bool, DbErr> {
+        self.update_client_columns(client_id, vec![(col, value)], now_ms).await
+    }
+
+    /// Updates columns of a client with its change-feed row; false if it does not exist.
+    async fn update_client_columns(
+        &self,
+        client_id: &str,
+        cols: Vec<(clients::Column, sea_orm::Value)>,
+        now_ms: i64,
+    ) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
-        let touched = clients::Entity::update_many()
-            .col_expr(col, Expr::value(value))
+        let mut update = clients::Entity::update_many();
+        for (col, value) in cols {
+            update = update.col_expr(col, Expr::value(value));
+        }
+        let touched = update
             .col_expr(clients::Column::UpdatedAt, Expr::value(now_ms / 1000))
             .filter(clients::Column::ClientId.eq(client_id))
             .exec(&txn)
@@ -208,34 +185,33 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn set_client_disabled(
-        &self,
-        client_id: &str,
-        disabled: bool,
-        now_ms: i64,
-    ) -> Result<bool, DbErr> {
-        self.update_client(
-            client_id,
-            clients::Column::Disabled,
-            disabled.into(),
-            now_ms,
-        )
-        .await
+    /// Applies a policy update; false if the client does not exist.
+    pub async fn update_client_policy(&self, client_id: &str, u: &ClientUpdate, now_ms: i64) -> Result<bool, DbErr> {
+        let mut cols: Vec<(clients::Column, sea_orm::Value)> = Vec::new();
+        if let Some(a) = u.act_as {
+            cols.push((clients::Column::ActAs, a.as_str().into()));
+        }
+        if let Some(t) = u.access_token_ttl {
+            cols.push((clients::Column::AccessTokenTtlSeconds, t.into()));
+        }
+        if let Some(t) = u.user_token_ttl {
+            cols.push((clients::Column::UserTokenTtlSeconds, t.into()));
+        }
+        if let Some(s) = &u.scopes {
+            cols.push((clients::Column::Scopes, s.to_string().into()));
+        }
+        if let Some(a) = &u.audiences {
+            cols.push((clients::Column::Audiences, join(a).into()));
+        }
+        self.update_client_columns(client_id, cols, now_ms).await
+    }
+
+    pub async fn set_client_disabled(&self, client_id: &str, disabled: bool, now_ms: i64) -> Result<bool, DbErr> {
+        self.update_client(client_id, clients::Column::Disabled, disabled.into(), now_ms).await
     }
 
     /// Every token issued to the client before `before_ms` becomes inactive.
-    pub async fn revoke_client_tokens(
-        &self,
-        client_id: &str,
-        before_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, DbErr> {
-        self.update_client(
-            client_id,
-            clients::Column::TokensRevokedBeforeMs,
-            before_ms.into(),
-            now_ms,
-        )
-        .await
+    pub async fn revoke_client_tokens(&self, client_id: &str, before_ms: i64, now_ms: i64) -> Result<bool, DbErr> {
+        self.update_client(client_id, clients::Column::TokensRevokedBeforeMs, before_ms.into(), now_ms).await
     }
 }

@@ -18,6 +18,8 @@ pub mod clients {
         pub tokens_revoked_before_ms: i64,
         pub created_at: i64,
         pub updated_at: i64,
+        pub act_as: String,
+        pub user_token_ttl_seconds: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -97,6 +99,55 @@ pub mod change_log {
         pub kind: String,
         pub subject: String,
         pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod grants {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub grant_id: String,
+        pub client_id: String,
+        pub subject: String,
+        pub account: Option<String>,
+        pub scopes: String,
+        pub created_at: i64,
+        pub expires_at: Option<i64>,
+        pub revoked_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_log {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at_ms: i64,
+        pub action: String,
+        pub actor: String,
+        pub client_id: Option<String>,
+        pub subject: Option<String>,
+        pub scopes: Option<String>,
+        pub jti: Option<String>,
+        pub grant_id: Option<String>,
+        pub outcome: String,
+        pub detail: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

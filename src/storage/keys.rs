@@ -9,10 +9,7 @@ pub use signing_keys::Model as StoredKey;
 
 impl Store {
     pub async fn load_keys(&self) -> Result<Vec<StoredKey>, DbErr> {
-        signing_keys::Entity::find()
-            .order_by_asc(signing_keys::Column::ActivatesAt)
-            .all(self.db())
-            .await
+        signing_keys::Entity::find().order_by_asc(signing_keys::Column::ActivatesAt).all(self.db()).await
     }
 
     /// Inserts `key` unless an unretired key already exists; returns whether it was inserted.
@@ -21,8 +18,7 @@ impl Store {
     pub async fn insert_first_key(&self, key: StoredKey, now_ms: i64) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         if self.is_postgres() {
-            txn.execute_unprepared("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
-                .await?;
+            txn.execute_unprepared("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE").await?;
         }
         let existing = signing_keys::Entity::find().all(&txn).await?;
         if existing.iter().any(|k| k.retired_at.is_none()) {
@@ -37,9 +33,7 @@ impl Store {
             activates_at: Set(key.activates_at),
             retired_at: Set(key.retired_at),
         };
-        signing_keys::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await?;
+        signing_keys::Entity::insert(row).exec_without_returning(&txn).await?;
         record(&txn, ChangeKind::Keys, "", now_ms).await?;
         self.notify(&txn).await?;
         txn.commit().await?;

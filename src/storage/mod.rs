@@ -1,18 +1,18 @@
 //! Storage: sea-orm over SQLite (embedded default) or PostgreSQL (production). Every mutation
 //! writes a row to `change_log` in the same transaction, which is how every running replica
 //! (and the CLI's changes) reach every other replica's in-memory state.
+pub mod audit;
 pub mod changes;
 pub mod clients;
 pub mod entities;
+pub mod grants;
 pub mod keys;
 pub mod revocations;
 
 use std::time::Duration;
 
 use anyhow::Context;
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend};
 use tessera_migrations::{Migrator, MigratorTrait};
 
 pub use changes::{Change, ChangeKind};
@@ -29,25 +29,19 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let mut opts = ConnectOptions::new(url.to_owned());
         // Statements carry hashes and token ids as bind values: never log them.
-        opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(3))
-            .acquire_timeout(Duration::from_secs(3));
+        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3));
         if url.starts_with("sqlite:") {
-            opts.max_connections(8)
-                .min_connections(1)
-                .map_sqlx_sqlite_opts(|o| {
-                    o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                        .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-                        .busy_timeout(Duration::from_secs(5))
-                        .foreign_keys(true)
-                        .create_if_missing(true)
-                });
+            opts.max_connections(8).min_connections(1).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
         } else {
             opts.max_connections(16).min_connections(1);
         }
-        let db = Database::connect(opts)
-            .await
-            .with_context(|| format!("connect to {}", redact_url(url)))?;
+        let db = Database::connect(opts).await.with_context(|| format!("connect to {}", redact_url(url)))?;
         Ok(Self { db })
     }
 
@@ -64,18 +58,12 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        Migrator::up(&self.db, None)
-            .await
-            .context("apply migrations")
+        Migrator::up(&self.db, None).await.context("apply migrations")
     }
 
     /// Pending migration names (empty = up to date).
     pub async fn pending_migrations(&self) -> anyhow::Result<Vec<String>> {
-        Ok(Migrator::get_pending_migrations(&self.db)
-            .await?
-            .iter()
-            .map(|m| m.name().to_owned())
-            .collect())
+        Ok(Migrator::get_pending_migrations(&self.db).await?.iter().map(|m| m.name().to_owned()).collect())
     }
 
     /// Cheap liveness check of the database.
@@ -86,8 +74,7 @@ impl Store {
     /// Wake other replicas (PostgreSQL only). Inside a transaction, NOTIFY is delivered at commit.
     pub(crate) async fn notify(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
         if self.is_postgres() {
-            txn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}"))
-                .await?;
+            txn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}")).await?;
         }
         Ok(())
     }
@@ -109,13 +96,7 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            super::redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(
-            super::redact_url("sqlite://x.db?mode=rwc"),
-            "sqlite://x.db?mode=rwc"
-        );
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
     }
 }

@@ -33,14 +33,11 @@ impl Store {
     }
 
     pub async fn load_revocation(&self, jti: &str) -> Result<Option<Revocation>, DbErr> {
-        Ok(revoked_tokens::Entity::find_by_id(jti.to_owned())
-            .one(self.db())
-            .await?
-            .map(|m| Revocation {
-                jti: m.jti,
-                client_id: m.client_id,
-                expires_at: m.expires_at,
-            }))
+        Ok(revoked_tokens::Entity::find_by_id(jti.to_owned()).one(self.db()).await?.map(|m| Revocation {
+            jti: m.jti,
+            client_id: m.client_id,
+            expires_at: m.expires_at,
+        }))
     }
 
     /// Every revocation that still matters at `now_secs`.
@@ -50,11 +47,7 @@ impl Store {
             .all(self.db())
             .await?
             .into_iter()
-            .map(|m| Revocation {
-                jti: m.jti,
-                client_id: m.client_id,
-                expires_at: m.expires_at,
-            })
+            .map(|m| Revocation { jti: m.jti, client_id: m.client_id, expires_at: m.expires_at })
             .collect())
     }
 

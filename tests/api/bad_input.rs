@@ -5,12 +5,7 @@ use crate::helpers::{Db, basic, spawn_app};
 
 async fn expect_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(resp.status().as_u16(), status, "expected {code}");
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], code);
 }
@@ -22,15 +17,9 @@ async fn token_endpoint_bad_input() {
     let auth = Some((c.id.as_str(), c.secret.as_str()));
     let url = format!("{}/oauth2/token", app.http);
 
+    expect_error(app.post_form("/oauth2/token", auth, &[]).await, 400, "invalid_request").await;
     expect_error(
-        app.post_form("/oauth2/token", auth, &[]).await,
-        400,
-        "invalid_request",
-    )
-    .await;
-    expect_error(
-        app.post_form("/oauth2/token", auth, &[("grant_type", "password")])
-            .await,
+        app.post_form("/oauth2/token", auth, &[("grant_type", "password")]).await,
         400,
         "unsupported_grant_type",
     )
@@ -39,10 +28,7 @@ async fn token_endpoint_bad_input() {
         app.post_form(
             "/oauth2/token",
             auth,
-            &[
-                ("grant_type", "client_credentials"),
-                ("grant_type", "client_credentials"),
-            ],
+            &[("grant_type", "client_credentials"), ("grant_type", "client_credentials")],
         )
         .await,
         400,
@@ -50,30 +36,15 @@ async fn token_endpoint_bad_input() {
     )
     .await;
     expect_error(
-        app.post_form(
-            "/oauth2/token",
-            auth,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "x"),
-                ("scope", "x"),
-            ],
-        )
-        .await,
+        app.post_form("/oauth2/token", auth, &[("grant_type", "client_credentials"), ("scope", "x"), ("scope", "x")])
+            .await,
         400,
         "invalid_request",
     )
     .await;
     expect_error(
-        app.post_form(
-            "/oauth2/token",
-            auth,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", &"s ".repeat(5000)),
-            ],
-        )
-        .await,
+        app.post_form("/oauth2/token", auth, &[("grant_type", "client_credentials"), ("scope", &"s ".repeat(5000))])
+            .await,
         400,
         "invalid_scope",
     )
@@ -82,10 +53,7 @@ async fn token_endpoint_bad_input() {
         app.post_form(
             "/oauth2/token",
             auth,
-            &[
-                ("grant_type", "client_credentials"),
-                ("audience", "https://not-allowed"),
-            ],
+            &[("grant_type", "client_credentials"), ("audience", "https://not-allowed")],
         )
         .await,
         400,
@@ -104,10 +72,7 @@ async fn token_endpoint_bad_input() {
         .unwrap();
     expect_error(resp, 400, "invalid_request").await;
     // Invalid percent-encoding and invalid UTF-8.
-    for body in [
-        &b"grant_type=client_credentials&scope=%zz"[..],
-        &b"grant_type=client_credentials&scope=%ff%fe"[..],
-    ] {
+    for body in [&b"grant_type=client_credentials&scope=%zz"[..], &b"grant_type=client_credentials&scope=%ff%fe"[..]] {
         let resp = app
             .client
             .post(&url)
@@ -124,22 +89,13 @@ async fn token_endpoint_bad_input() {
         .client
         .post(&url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&pad={}",
-            "a".repeat(100_000)
-        ))
+        .body(format!("grant_type=client_credentials&pad={}", "a".repeat(100_000)))
         .send()
         .await
         .unwrap();
     expect_error(resp, 413, "invalid_request").await;
     // Malformed Authorization headers.
-    for h in [
-        "Basic !!!",
-        "Basic",
-        "Bearer x",
-        "Basic Zm9v",
-        "Basic OnNlY3JldA==",
-    ] {
+    for h in ["Basic !!!", "Basic", "Bearer x", "Basic Zm9v", "Basic OnNlY3JldA=="] {
         let resp = app
             .client
             .post(&url)
@@ -153,19 +109,9 @@ async fn token_endpoint_bad_input() {
     // Unknown paths and methods are JSON too.
     let resp = app.client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 405);
-    let resp = app
-        .client
-        .get(format!("{}/nope", app.http))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(format!("{}/nope", app.http)).send().await.unwrap();
     assert_eq!(resp.status(), 404);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
 }
 
 #[tokio::test]
@@ -175,34 +121,14 @@ async fn introspect_and_revoke_bad_input() {
     let auth = Some((c.id.as_str(), c.secret.as_str()));
     for path in ["/oauth2/introspect", "/oauth2/revoke"] {
         expect_error(app.post_form(path, auth, &[]).await, 400, "invalid_request").await;
-        expect_error(
-            app.post_form(path, auth, &[("token", "a"), ("token", "b")])
-                .await,
-            400,
-            "invalid_request",
-        )
-        .await;
+        expect_error(app.post_form(path, auth, &[("token", "a"), ("token", "b")]).await, 400, "invalid_request").await;
     }
     // An unknown hint is not an error (RFC 7009 §2.1, RFC 7662 §2.1).
     let token = app.access_token(&c, None).await;
-    let resp = app
-        .post_form(
-            "/oauth2/introspect",
-            auth,
-            &[("token", &token), ("token_type_hint", "refresh_token")],
-        )
-        .await;
+    let resp =
+        app.post_form("/oauth2/introspect", auth, &[("token", &token), ("token_type_hint", "refresh_token")]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["active"], true);
-    let resp = app
-        .post_form(
-            "/oauth2/introspect",
-            auth,
-            &[("token", &"x".repeat(10_000))],
-        )
-        .await;
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        serde_json::json!({"active": false})
-    );
+    let resp = app.post_form("/oauth2/introspect", auth, &[("token", &"x".repeat(10_000))]).await;
+    assert_eq!(resp.json::<Value>().await.unwrap(), serde_json::json!({"active": false}));
 }

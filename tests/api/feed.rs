@@ -8,10 +8,7 @@ use serde_json::Value;
 use crate::helpers::{Db, TestClient, eventually, spawn_app, spawn_replica};
 use crate::on_both_dbs;
 
-on_both_dbs!(
-    cli_changes_reach_a_running_server,
-    replicas_agree_within_a_second
-);
+on_both_dbs!(cli_changes_reach_a_running_server, replicas_agree_within_a_second);
 
 fn cli(app: &crate::helpers::TestApp, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -27,23 +24,9 @@ async fn cli_changes_reach_a_running_server(db: Db) {
     // `client create --json`: exactly one JSON object on stdout.
     let out = cli(
         &app,
-        &[
-            "client",
-            "create",
-            "--name",
-            "from-cli",
-            "--scope",
-            "a b",
-            "--capability",
-            "introspect",
-            "--json",
-        ],
+        &["client", "create", "--name", "from-cli", "--scope", "a b", "--capability", "introspect", "--json"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let c = TestClient {
         id: created["client_id"].as_str().unwrap().into(),
@@ -55,39 +38,21 @@ async fn cli_changes_reach_a_running_server(db: Db) {
 
     let out = cli(&app, &["client", "disable", &c.id]);
     assert!(out.status.success());
-    let took = eventually(Duration::from_secs(1), || async {
-        app.token(&c, None).await.status() == 401
-    })
-    .await;
+    let took = eventually(Duration::from_secs(1), || async { app.token(&c, None).await.status() == 401 }).await;
     assert!(took.is_some(), "disable through the CLI seen within 1 s");
 
     let out = cli(&app, &["client", "enable", &c.id]);
     assert!(out.status.success());
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            app.token(&c, None).await.status() == 200
-        })
-        .await
-        .is_some()
-    );
+    assert!(eventually(Duration::from_secs(1), || async { app.token(&c, None).await.status() == 200 }).await.is_some());
 
     let out = cli(&app, &["client", "revoke-tokens", &c.id]);
     assert!(out.status.success());
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            !app.is_active(&c, &token).await
-        })
-        .await
-        .is_some()
-    );
+    assert!(eventually(Duration::from_secs(1), || async { !app.is_active(&c, &token).await }).await.is_some());
 
     let out = cli(&app, &["client", "show", &c.id, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["client_id"], c.id.as_str());
-    assert!(
-        shown.get("client_secret").is_none(),
-        "secrets are shown once, at creation"
-    );
+    assert!(shown.get("client_secret").is_none(), "secrets are shown once, at creation");
     let out = cli(&app, &["client", "show", "cl_doesnotexist"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
@@ -105,33 +70,16 @@ async fn replicas_agree_within_a_second(db: Db) {
 
     // A revocation through A is honoured by B within a second.
     assert_eq!(a.revoke(&c, &token).await.status(), 200);
-    let took = eventually(Duration::from_secs(1), || async {
-        !b.is_active(&rs, &token).await
-    })
-    .await;
+    let took = eventually(Duration::from_secs(1), || async { !b.is_active(&rs, &token).await }).await;
     assert!(took.is_some(), "revocation propagated to the other replica");
 
     // Disabling the client through an outside process: both replicas refuse it.
     let t2 = b.access_token(&c, None).await;
-    a.outside_admin()
-        .await
-        .set_disabled(&c.id, true)
-        .await
-        .unwrap();
+    a.outside_admin().await.set_disabled("test", &c.id, true).await.unwrap();
     for app in [&a, &b] {
+        assert!(eventually(Duration::from_secs(1), || async { !app.is_active(&rs, &t2).await }).await.is_some());
         assert!(
-            eventually(Duration::from_secs(1), || async {
-                !app.is_active(&rs, &t2).await
-            })
-            .await
-            .is_some()
-        );
-        assert!(
-            eventually(Duration::from_secs(1), || async {
-                app.token(&c, None).await.status() == 401
-            })
-            .await
-            .is_some()
+            eventually(Duration::from_secs(1), || async { app.token(&c, None).await.status() == 401 }).await.is_some()
         );
     }
     b.stop().await;

@@ -66,28 +66,19 @@ impl TestDb {
     pub async fn new(kind: Db) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         match kind {
-            Db::Sqlite => Self {
-                url: format!("sqlite://{}/tessera.db?mode=rwc", dir.path().display()),
-                pg_name: None,
-                _dir: dir,
-            },
+            Db::Sqlite => {
+                Self { url: format!("sqlite://{}/tessera.db?mode=rwc", dir.path().display()), pg_name: None, _dir: dir }
+            }
             Db::Postgres => {
                 let name = format!("tessera_test_{}", uuid_like());
                 let admin = sea_orm::Database::connect(PG_ADMIN_URL).await.expect(
                     "PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) is needed for the postgres tests",
                 );
-                sea_orm::ConnectionTrait::execute_unprepared(
-                    &admin,
-                    &format!("CREATE DATABASE {name}"),
-                )
-                .await
-                .expect("create test database");
+                sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
                 let _ = admin.close().await;
-                Self {
-                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                    pg_name: Some(name),
-                    _dir: dir,
-                }
+                Self { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), pg_name: Some(name), _dir: dir }
             }
         }
     }
@@ -98,10 +89,7 @@ impl Drop for TestDb {
         if let Some(name) = self.pg_name.take() {
             // Drop happens outside any runtime we can block on: use a thread with its own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
                 rt.block_on(async {
                     if let Ok(admin) = sea_orm::Database::connect(PG_ADMIN_URL).await {
                         let _ = sea_orm::ConnectionTrait::execute_unprepared(
@@ -136,12 +124,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            signing_alg: SigningAlg::EdDSA,
-            access_token_ttl: 3600,
-            issuer: None,
-            tls: false,
-        }
+        Self { signing_alg: SigningAlg::EdDSA, access_token_ttl: 3600, issuer: None, tls: false }
     }
 }
 
@@ -161,6 +144,7 @@ pub struct TestApp {
     db: Option<Arc<TestDb>>,
 }
 
+#[derive(Clone, Debug)]
 pub struct TestClient {
     pub id: String,
     pub secret: String,
@@ -179,10 +163,7 @@ pub async fn spawn_app_with(kind: Db, opts: Options) -> TestApp {
 /// A second replica on the same database (same key-encryption key), like another pod.
 pub async fn spawn_replica(of: &TestApp) -> TestApp {
     let db = of.db.clone().expect("database");
-    let opts = Options {
-        issuer: Some(of.core.settings.issuer.clone()),
-        ..Options::default()
-    };
+    let opts = Options { issuer: Some(of.core.settings.issuer.clone()), ..Options::default() };
     spawn_on(db, of.kek_b64.clone(), opts).await
 }
 
@@ -196,8 +177,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
     let certs = tempfile::tempdir().expect("tempdir");
     let mut ca_pem = None;
     let tls = if opts.tls {
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("cert");
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).expect("cert");
         let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
         std::fs::write(&cert, ck.cert.pem()).expect("write cert");
         std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
@@ -216,9 +196,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
         migrate: true,
         tls,
     };
-    let app = Application::build(config, clock.clone())
-        .await
-        .expect("build app");
+    let app = Application::build(config, clock.clone()).await.expect("build app");
     let scheme = if ca_pem.is_some() { "https" } else { "http" };
     let http = format!("{scheme}://{}", app.http_addr());
     let grpc_addr = app.grpc_addr();
@@ -245,9 +223,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
 
 /// An HTTP client trusting only the test certificate when there is one.
 pub fn http_client(ca_pem: Option<&str>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .redirect(reqwest::redirect::Policy::none());
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(15)).redirect(reqwest::redirect::Policy::none());
     if let Some(pem) = ca_pem {
         b = b
             .tls_built_in_root_certs(false)
@@ -257,18 +233,12 @@ pub fn http_client(ca_pem: Option<&str>) -> reqwest::Client {
 }
 
 pub fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
 }
 
 pub fn with_basic<T>(msg: T, id: &str, secret: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "authorization",
-        basic(id, secret).parse().expect("metadata"),
-    );
+    req.metadata_mut().insert("authorization", basic(id, secret).parse().expect("metadata"));
     req
 }
 
@@ -303,22 +273,14 @@ impl TestApp {
     /// separate process would), so changes reach the server only through the change feed.
     pub async fn outside_admin(&self) -> Admin {
         let store = Store::connect(&self.db_url).await.expect("store");
-        Admin::new(
-            store,
-            tessera::crypto::secret::SecretHasher::new(1).expect("hasher"),
-            Arc::new(tessera::clock::SystemClock),
-        )
+        let audit = tessera::service::Audit::direct(store.clone());
+        let hasher = tessera::crypto::secret::SecretHasher::new(1).expect("hasher");
+        Admin::new(store, hasher, Arc::new(tessera::clock::SystemClock), audit)
     }
 
     /// Creates a client through the core (as AdminService does) and returns its credentials.
-    pub async fn create_client(
-        &self,
-        name: &str,
-        scopes: &str,
-        capabilities: &[&str],
-    ) -> TestClient {
-        self.create_client_in(name, None, scopes, capabilities)
-            .await
+    pub async fn create_client(&self, name: &str, scopes: &str, capabilities: &[&str]) -> TestClient {
+        self.create_client_in(name, None, scopes, capabilities).await
     }
 
     pub async fn create_client_in(
@@ -328,35 +290,35 @@ impl TestApp {
         scopes: &str,
         capabilities: &[&str],
     ) -> TestClient {
-        let created = self
-            .core
-            .admin
-            .create_client(tessera::domain::NewClient {
-                name: name.into(),
-                tenant: tenant.map(str::to_owned),
-                scopes: tessera::domain::ScopeSet::parse(scopes).expect("scopes"),
-                audiences: vec![],
-                capabilities: capabilities
-                    .iter()
-                    .map(|c| c.parse().expect("capability"))
-                    .collect(),
-                access_token_ttl: None,
-            })
-            .await
-            .expect("create client");
-        self.core.sync_changes().await.expect("sync");
-        TestClient {
-            id: created.client.client_id.to_string(),
-            secret: created.secret.to_string(),
-        }
+        self.create_client_with(tessera::domain::NewClient {
+            name: name.into(),
+            tenant: tenant.map(str::to_owned),
+            scopes: tessera::domain::ScopeSet::parse(scopes).expect("scopes"),
+            capabilities: capabilities.iter().map(|c| c.parse().expect("capability")).collect(),
+            ..Default::default()
+        })
+        .await
     }
 
-    pub async fn post_form(
-        &self,
-        path: &str,
-        auth: Option<(&str, &str)>,
-        form: &[(&str, &str)],
-    ) -> reqwest::Response {
+    /// A partner that may act for users (act-as `tenant` or `granted`).
+    pub async fn create_actor(&self, name: &str, tenant: &str, scopes: &str, act_as: &str) -> TestClient {
+        self.create_client_with(tessera::domain::NewClient {
+            name: name.into(),
+            tenant: Some(tenant.into()),
+            scopes: tessera::domain::ScopeSet::parse(scopes).expect("scopes"),
+            act_as: act_as.parse().expect("act-as"),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn create_client_with(&self, new: tessera::domain::NewClient) -> TestClient {
+        let created = self.core.admin.create_client("test", new).await.expect("create client");
+        self.core.sync_changes().await.expect("sync");
+        TestClient { id: created.client.client_id.to_string(), secret: created.secret.to_string() }
+    }
+
+    pub async fn post_form(&self, path: &str, auth: Option<(&str, &str)>, form: &[(&str, &str)]) -> reqwest::Response {
         let mut req = self.client.post(format!("{}{path}", self.http)).form(form);
         if let Some((id, secret)) = auth {
             req = req.header("authorization", basic(id, secret));
@@ -369,8 +331,7 @@ impl TestApp {
         if let Some(s) = scope {
             form.push(("scope", s));
         }
-        self.post_form("/oauth2/token", Some((&c.id, &c.secret)), &form)
-            .await
+        self.post_form("/oauth2/token", Some((&c.id, &c.secret)), &form).await
     }
 
     /// A token for `c` over REST, asserting success.
@@ -378,20 +339,11 @@ impl TestApp {
         let resp = self.token(c, scope).await;
         assert_eq!(resp.status(), 200, "token request failed");
         let body: Value = resp.json().await.expect("json");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        body["access_token"].as_str().expect("access_token").to_owned()
     }
 
     pub async fn introspect(&self, caller: &TestClient, token: &str) -> Value {
-        let resp = self
-            .post_form(
-                "/oauth2/introspect",
-                Some((&caller.id, &caller.secret)),
-                &[("token", token)],
-            )
-            .await;
+        let resp = self.post_form("/oauth2/introspect", Some((&caller.id, &caller.secret)), &[("token", token)]).await;
         assert_eq!(resp.status(), 200);
         resp.json().await.expect("json")
     }
@@ -401,40 +353,20 @@ impl TestApp {
     }
 
     pub async fn revoke(&self, caller: &TestClient, token: &str) -> reqwest::Response {
-        self.post_form(
-            "/oauth2/revoke",
-            Some((&caller.id, &caller.secret)),
-            &[("token", token)],
-        )
-        .await
+        self.post_form("/oauth2/revoke", Some((&caller.id, &caller.secret)), &[("token", token)]).await
     }
 
     pub async fn grpc(&self) -> TokenServiceClient<Channel> {
-        TokenServiceClient::connect(format!("http://{}", self.grpc_addr))
-            .await
-            .expect("grpc connect")
+        TokenServiceClient::connect(format!("http://{}", self.grpc_addr)).await.expect("grpc connect")
     }
 
     pub async fn grpc_admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::connect(format!("http://{}", self.grpc_addr))
-            .await
-            .expect("grpc connect")
+        AdminServiceClient::connect(format!("http://{}", self.grpc_addr)).await.expect("grpc connect")
     }
 
-    pub async fn grpc_token(
-        &self,
-        c: &TestClient,
-        scope: &[&str],
-    ) -> Result<pb::TokenResponse, tonic::Status> {
-        let msg = pb::IssueTokenRequest {
-            scope: scope.iter().map(|s| s.to_string()).collect(),
-            audience: vec![],
-        };
-        self.grpc()
-            .await
-            .issue_token(with_basic(msg, &c.id, &c.secret))
-            .await
-            .map(|r| r.into_inner())
+    pub async fn grpc_token(&self, c: &TestClient, scope: &[&str]) -> Result<pb::TokenResponse, tonic::Status> {
+        let msg = pb::IssueTokenRequest { scope: scope.iter().map(|s| s.to_string()).collect(), audience: vec![] };
+        self.grpc().await.issue_token(with_basic(msg, &c.id, &c.secret)).await.map(|r| r.into_inner())
     }
 
     pub async fn grpc_introspect(
@@ -442,31 +374,13 @@ impl TestApp {
         caller: &TestClient,
         token: &str,
     ) -> Result<pb::IntrospectResponse, tonic::Status> {
-        let msg = pb::IntrospectRequest {
-            token: token.into(),
-            token_type_hint: String::new(),
-        };
-        self.grpc()
-            .await
-            .introspect(with_basic(msg, &caller.id, &caller.secret))
-            .await
-            .map(|r| r.into_inner())
+        let msg = pb::IntrospectRequest { token: token.into(), token_type_hint: String::new() };
+        self.grpc().await.introspect(with_basic(msg, &caller.id, &caller.secret)).await.map(|r| r.into_inner())
     }
 
-    pub async fn grpc_revoke(
-        &self,
-        caller: &TestClient,
-        token: &str,
-    ) -> Result<pb::RevokeResponse, tonic::Status> {
-        let msg = pb::RevokeRequest {
-            token: token.into(),
-            token_type_hint: String::new(),
-        };
-        self.grpc()
-            .await
-            .revoke(with_basic(msg, &caller.id, &caller.secret))
-            .await
-            .map(|r| r.into_inner())
+    pub async fn grpc_revoke(&self, caller: &TestClient, token: &str) -> Result<pb::RevokeResponse, tonic::Status> {
+        let msg = pb::RevokeRequest { token: token.into(), token_type_hint: String::new() };
+        self.grpc().await.revoke(with_basic(msg, &caller.id, &caller.secret)).await.map(|r| r.into_inner())
     }
 }
 
@@ -485,12 +399,7 @@ impl Drop for TestApp {
 pub fn jwt_parts(token: &str) -> (Value, Value) {
     let mut it = token.split('.');
     let dec = |s: &str| -> Value {
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(s)
-                .expect("b64"),
-        )
-        .expect("json")
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).expect("b64")).expect("json")
     };
     let h = dec(it.next().expect("header"));
     let c = dec(it.next().expect("claims"));

@@ -17,49 +17,19 @@ on_both_dbs!(
 
 async fn tokens_verify_against_jwks_for_every_algorithm(db: Db) {
     for alg in SigningAlg::ALL {
-        let app = spawn_app_with(
-            db,
-            Options {
-                signing_alg: alg,
-                ..Options::default()
-            },
-        )
-        .await;
+        let app = spawn_app_with(db, Options { signing_alg: alg, ..Options::default() }).await;
         let c = app.create_client("c", "read", &[]).await;
         let token = app.access_token(&c, None).await;
         let (header, claims) = jwt_parts(&token);
         assert_eq!(header["typ"], "at+jwt", "RFC 9068 §2.1");
         assert_eq!(header["alg"], alg.as_str());
-        for claim in [
-            "iss",
-            "sub",
-            "aud",
-            "exp",
-            "iat",
-            "jti",
-            "client_id",
-            "scope",
-            "tenant",
-        ] {
-            assert!(
-                claims.get(claim).is_some(),
-                "RFC 9068 claim {claim} missing"
-            );
+        for claim in ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "tenant"] {
+            assert!(claims.get(claim).is_some(), "RFC 9068 claim {claim} missing");
         }
 
-        let resp = app
-            .client
-            .get(format!("{}/.well-known/jwks.json", app.http))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.client.get(format!("{}/.well-known/jwks.json", app.http)).send().await.unwrap();
         assert_eq!(resp.status(), 200);
-        assert!(
-            resp.headers()["cache-control"]
-                .to_str()
-                .unwrap()
-                .contains("max-age")
-        );
+        assert!(resp.headers()["cache-control"].to_str().unwrap().contains("max-age"));
         let jwks: JwkSet = resp.json().await.unwrap();
         let kid = header["kid"].as_str().unwrap();
         let jwk = jwks.find(kid).expect("kid published in JWKS");
@@ -97,15 +67,8 @@ async fn forged_and_tampered_tokens_are_inactive(db: Db) {
     let alg_none = format!("{}.{}.", b64(&none_header), b64(&claims));
 
     // HS256 "signed" with the public key bytes (key confusion).
-    let jwks: Value = app
-        .client
-        .get(format!("{}/.well-known/jwks.json", app.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value =
+        app.client.get(format!("{}/.well-known/jwks.json", app.http)).send().await.unwrap().json().await.unwrap();
     let x = jwks["keys"][0]["x"].as_str().unwrap();
     let mut hs_header = header.clone();
     hs_header["alg"] = json!("HS256");
@@ -142,50 +105,24 @@ async fn forged_and_tampered_tokens_are_inactive(db: Db) {
         ("not a jwt", "abc".to_owned()),
         ("garbage segments", "a.b.c".to_owned()),
     ] {
-        assert_eq!(
-            app.introspect(&rs, &bad).await,
-            json!({"active": false}),
-            "{name}"
-        );
-        assert!(
-            !app.grpc_introspect(&rs, &bad).await.unwrap().active,
-            "{name}"
-        );
+        assert_eq!(app.introspect(&rs, &bad).await, json!({"active": false}), "{name}");
+        assert!(!app.grpc_introspect(&rs, &bad).await.unwrap().active, "{name}");
     }
-    assert!(
-        app.is_active(&rs, &token).await,
-        "the genuine token is still fine"
-    );
+    assert!(app.is_active(&rs, &token).await, "the genuine token is still fine");
 }
 
 async fn metadata_document(db: Db) {
     let app = spawn_app(db).await;
-    let resp = app
-        .client
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.http
-        ))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(format!("{}/.well-known/oauth-authorization-server", app.http)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let m: Value = resp.json().await.unwrap();
     let issuer = app.core.settings.issuer.as_str();
     assert_eq!(m["issuer"], issuer);
     assert_eq!(m["token_endpoint"], format!("{issuer}/oauth2/token"));
-    assert_eq!(
-        m["introspection_endpoint"],
-        format!("{issuer}/oauth2/introspect")
-    );
+    assert_eq!(m["introspection_endpoint"], format!("{issuer}/oauth2/introspect"));
     assert_eq!(m["revocation_endpoint"], format!("{issuer}/oauth2/revoke"));
     assert_eq!(m["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
-    assert!(
-        m["grant_types_supported"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("client_credentials"))
-    );
+    assert!(m["grant_types_supported"].as_array().unwrap().contains(&json!("client_credentials")));
     for key in [
         "token_endpoint_auth_methods_supported",
         "introspection_endpoint_auth_methods_supported",
@@ -193,28 +130,13 @@ async fn metadata_document(db: Db) {
     ] {
         let methods = m[key].as_array().unwrap();
         assert!(
-            methods.contains(&json!("client_secret_basic"))
-                && methods.contains(&json!("client_secret_post")),
+            methods.contains(&json!("client_secret_basic")) && methods.contains(&json!("client_secret_post")),
             "{key}"
         );
     }
     // The JWKS it points to is reachable and names the key tokens carry.
-    let jwks: Value = app
-        .client
-        .get(m["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.client.get(m["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
     let c = app.create_client("c", "", &[]).await;
     let (h, _) = jwt_parts(&app.access_token(&c, None).await);
-    assert!(
-        jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|k| k["kid"] == h["kid"])
-    );
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == h["kid"]));
 }

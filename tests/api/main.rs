@@ -3,6 +3,7 @@ mod helpers;
 
 mod bad_input;
 mod client_auth;
+mod exchange;
 mod feed;
 mod grpc_api;
 mod interop;

@@ -15,9 +15,7 @@ on_both_dbs!(
 
 async fn rest_issue_introspect_revoke(db: Db) {
     let app = spawn_app(db).await;
-    let partner = app
-        .create_client_in("shop", Some("acme"), "api:read api:write", &[])
-        .await;
+    let partner = app.create_client_in("shop", Some("acme"), "api:read api:write", &[]).await;
 
     let resp = app.token(&partner, Some("api:read")).await;
     assert_eq!(resp.status(), 200);
@@ -26,10 +24,7 @@ async fn rest_issue_introspect_revoke(db: Db) {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["scope"], "api:read");
     assert_eq!(body["expires_in"], 3600);
-    assert!(
-        body.get("refresh_token").is_none(),
-        "client credentials issue no refresh token"
-    );
+    assert!(body.get("refresh_token").is_none(), "client credentials issue no refresh token");
     let token = body["access_token"].as_str().unwrap();
 
     let info = app.introspect(&partner, token).await;
@@ -44,10 +39,7 @@ async fn rest_issue_introspect_revoke(db: Db) {
 
     let resp = app.revoke(&partner, token).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        app.introspect(&partner, token).await,
-        serde_json::json!({"active": false})
-    );
+    assert_eq!(app.introspect(&partner, token).await, serde_json::json!({"active": false}));
     // RFC 7009 §2.2: revoking again, or an unknown token, is still 200.
     assert_eq!(app.revoke(&partner, token).await.status(), 200);
     assert_eq!(app.revoke(&partner, "not-a-token").await.status(), 200);
@@ -59,23 +51,15 @@ async fn rest_issue_introspect_revoke(db: Db) {
 
 async fn grpc_issue_introspect_revoke(db: Db) {
     let app = spawn_app(db).await;
-    let partner = app
-        .create_client("svc", "orders:read orders:write", &[])
-        .await;
+    let partner = app.create_client("svc", "orders:read orders:write", &[]).await;
 
     let t = app.grpc_token(&partner, &["orders:read"]).await.unwrap();
     assert_eq!(t.token_type, "Bearer");
     assert_eq!(t.scope, vec!["orders:read"]);
-    assert_eq!(
-        t.issued_token_type,
-        "urn:ietf:params:oauth:token-type:access_token"
-    );
+    assert_eq!(t.issued_token_type, "urn:ietf:params:oauth:token-type:access_token");
     assert!(t.expires_in > 0);
 
-    let info = app
-        .grpc_introspect(&partner, &t.access_token)
-        .await
-        .unwrap();
+    let info = app.grpc_introspect(&partner, &t.access_token).await.unwrap();
     assert!(info.active);
     assert_eq!(info.sub, partner.id);
     assert_eq!(info.client_id, partner.id);
@@ -86,15 +70,9 @@ async fn grpc_issue_introspect_revoke(db: Db) {
     assert_eq!(info.aud, vec![app.core.settings.issuer.clone()]);
 
     app.grpc_revoke(&partner, &t.access_token).await.unwrap();
-    let info = app
-        .grpc_introspect(&partner, &t.access_token)
-        .await
-        .unwrap();
+    let info = app.grpc_introspect(&partner, &t.access_token).await.unwrap();
     assert!(!info.active);
-    assert!(
-        info.sub.is_empty() && info.client_id.is_empty(),
-        "inactive says nothing more"
-    );
+    assert!(info.sub.is_empty() && info.client_id.is_empty(), "inactive says nothing more");
 
     // The transports share one state: a REST token revoked over gRPC is inactive over REST.
     let token = app.access_token(&partner, None).await;
@@ -107,10 +85,7 @@ async fn scope_subset_rules(db: Db) {
     let c = app.create_client("c", "a b c", &[]).await;
 
     let body: Value = app.token(&c, None).await.json().await.unwrap();
-    assert_eq!(
-        body["scope"], "a b c",
-        "no scope requested: all allowed scopes"
-    );
+    assert_eq!(body["scope"], "a b c", "no scope requested: all allowed scopes");
 
     let body: Value = app.token(&c, Some("c a")).await.json().await.unwrap();
     assert_eq!(body["scope"], "a c");
@@ -131,15 +106,10 @@ async fn introspecting_another_clients_token(db: Db) {
     let app = spawn_app(db).await;
     let a = app.create_client("a", "x", &[]).await;
     let b = app.create_client("b", "x", &[]).await;
-    let rs = app
-        .create_client("resource-server", "", &["introspect"])
-        .await;
+    let rs = app.create_client("resource-server", "", &["introspect"]).await;
     let token = app.access_token(&a, None).await;
 
-    assert_eq!(
-        app.introspect(&b, &token).await,
-        serde_json::json!({"active": false})
-    );
+    assert_eq!(app.introspect(&b, &token).await, serde_json::json!({"active": false}));
     assert!(!app.grpc_introspect(&b, &token).await.unwrap().active);
     let info = app.introspect(&rs, &token).await;
     assert_eq!(info["active"], true);
@@ -156,18 +126,9 @@ async fn revoking_another_clients_token(db: Db) {
 
     let resp = app.revoke(&b, &token).await;
     assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error"],
-        "unauthorized_client"
-    );
-    assert_eq!(
-        app.grpc_revoke(&b, &token).await.unwrap_err().code(),
-        tonic::Code::PermissionDenied
-    );
-    assert!(
-        app.is_active(&a, &token).await,
-        "refused revocation changes nothing"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unauthorized_client");
+    assert_eq!(app.grpc_revoke(&b, &token).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert!(app.is_active(&a, &token).await, "refused revocation changes nothing");
 
     assert_eq!(app.revoke(&admin, &token).await.status(), 200);
     assert!(!app.is_active(&a, &token).await);
