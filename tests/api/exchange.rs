@@ -422,7 +422,8 @@ async fn exchange_bad_input(db: Db) {
     let partner = app.create_actor("shop", "shop", "orders:read", "tenant").await;
     let user = user_token(&app, &partner, "alice", "orders:read").await;
     let long = "x".repeat(300);
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "unknown subject_token_type",
             vec![("subject_token", "alice"), ("subject_token_type", "urn:x:unknown")],
