@@ -92,7 +92,7 @@ async fn handle(core: &Tessera, headers: &HeaderMap, form: &Form, now: i64) -> R
 }
 
 /// RFC 8693 §2.1 parameters, checked before any authentication work.
-fn exchange_request(headers: &HeaderMap, form: &Form) -> Result<(ExchangeAuth, ExchangeRequest)> {
+pub fn exchange_request(headers: &HeaderMap, form: &Form) -> Result<(ExchangeAuth, ExchangeRequest)> {
     let subject_token = form.required("subject_token")?;
     let subject = match form.required("subject_token_type")? {
         TOKEN_TYPE_USER_ID => SubjectRef::UserId(subject_token.to_owned()),
