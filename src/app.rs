@@ -16,6 +16,7 @@ use crate::grpc::pb::token_service_server::TokenServiceServer;
 use crate::grpc::{self, admin::AdminApi, token::TokenApi};
 use crate::service::{Settings, Tessera};
 use crate::storage::{NOTIFY_CHANNEL, Store};
+use crate::telemetry::{ObserveLayer, Transport};
 use crate::tls::{TlsFiles, TlsListener};
 
 #[derive(Debug)]
@@ -30,13 +31,19 @@ pub struct ServeConfig {
     pub migrate: bool,
     /// Serve HTTP and gRPC over TLS with this certificate.
     pub tls: Option<TlsFiles>,
+    /// Operations listener (/healthz, /readyz, /metrics); None = none.
+    pub ops_addr: Option<String>,
+    /// How long requests in flight may take to finish after shutdown begins.
+    pub drain_timeout: Duration,
 }
 
 pub struct Application {
     core: Arc<Tessera>,
     grpc: TcpListener,
     http: TcpListener,
+    ops: Option<TcpListener>,
     tls: Option<TlsFiles>,
+    drain_timeout: Duration,
 }
 
 impl Application {
@@ -57,6 +64,10 @@ impl Application {
             TcpListener::bind(&config.grpc_addr).await.with_context(|| format!("bind gRPC {}", config.grpc_addr))?;
         let http =
             TcpListener::bind(&config.http_addr).await.with_context(|| format!("bind HTTP {}", config.http_addr))?;
+        let ops = match &config.ops_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("bind operations {addr}"))?),
+            None => None,
+        };
         if let Some(tls) = &config.tls {
             tls.server_config()?; // fail at start, not at the first connection
         }
@@ -69,7 +80,7 @@ impl Application {
             }
         };
         let core = Tessera::open(store, settings, config.kek, clock).await?;
-        Ok(Self { core, grpc, http, tls: config.tls })
+        Ok(Self { core, grpc, http, ops, tls: config.tls, drain_timeout: config.drain_timeout })
     }
 
     pub fn core(&self) -> &Arc<Tessera> {
@@ -80,18 +91,20 @@ impl Application {
         self.http.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets requests in flight finish.
+    /// Serves until `shutdown` completes. Then, in order: readiness and gRPC health turn
+    /// NOT_SERVING, the listeners stop accepting, requests in flight finish (bounded by the
+    /// drain timeout), and the audit trail is flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { core, grpc, http, tls } = self;
+        let Self { core, grpc, http, ops, tls, drain_timeout } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
         let wake = Arc::new(Notify::new());
         tokio::spawn(follow_changes(Arc::clone(&core), Arc::clone(&wake), stop_rx.clone()));
         if core.store.is_postgres() {
@@ -114,7 +127,6 @@ impl Application {
         let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&core)))
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
 
-        let grpc_stop = wait_for(stop_rx.clone());
         let mut builder = tonic::transport::Server::builder();
         if let Some(files) = &tls {
             let (cert, key) = files.read_pem()?;
@@ -123,15 +135,16 @@ impl Application {
         }
         let grpc_server = builder
             .timeout(crate::http::REQUEST_TIMEOUT)
+            .layer(ObserveLayer(Transport::Grpc))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(admin_service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
-                grpc_stop.await;
-                health.set_not_serving::<TokenServiceServer<TokenApi>>().await;
-            });
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                wait_for(stop_rx.clone()),
+            );
         let router = crate::http::router(Arc::clone(&core));
         let http_stop = wait_for(stop_rx.clone());
         let http_server = async move {
@@ -144,10 +157,57 @@ impl Application {
             }
             Ok::<(), anyhow::Error>(())
         };
+        let mut servers = tokio::task::JoinSet::new();
+        servers.spawn(async move { grpc_server.await.context("gRPC server") });
+        servers.spawn(http_server);
+        // The operations listener outlives the drain, so probes see "not ready" throughout.
+        let ops_task = ops.map(|listener| {
+            let router = crate::ops::router(Arc::clone(&core));
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         tracing::info!(issuer = %core.settings.issuer, "serving");
-        let (g, h) = tokio::join!(grpc_server, http_server);
-        g.context("gRPC server")?;
-        h.context("HTTP server")?;
+
+        // Run until asked to stop, or until a server fails.
+        tokio::select! {
+            _ = shutdown => {}
+            Some(done) = servers.join_next() => {
+                let _ = stop_tx.send(true);
+                if let Some(ops) = ops_task { ops.abort(); }
+                return match done {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("a server stopped unexpectedly")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.into()),
+                };
+            }
+        }
+
+        core.begin_shutdown();
+        health.set_not_serving::<TokenServiceServer<TokenApi>>().await;
+        health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        tracing::info!(
+            drain_timeout_secs = drain_timeout.as_secs(),
+            "shutting down: not ready, draining requests in flight"
+        );
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(drain_timeout, async {
+            while let Some(done) = servers.join_next().await {
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "server failed while draining"),
+                    Err(e) => tracing::error!(error = %e, "server task failed while draining"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(remaining = servers.len(), "drain timeout reached: closing the remaining connections");
+            servers.abort_all();
+        }
+        core.audit_flush().await;
+        if let Some(ops) = ops_task {
+            ops.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -184,8 +244,20 @@ async fn follow_changes(core: Arc<Tessera>, wake: Arc<Notify>, mut stop: watch::
             }
         }
         if last_purge.elapsed() > Duration::from_secs(60) {
-            core.purge_expired();
             last_purge = tokio::time::Instant::now();
+            core.purge_expired();
+            // Retired keys leave JWKS once their last token has expired.
+            if let Err(e) = core.refresh_keys().await {
+                tracing::warn!(error = format!("{e:#}"), "refreshing signing keys failed");
+            }
+            if let Some(interval) = core.settings.key_rotation_interval {
+                let secs = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
+                match core.rotate_keys_if_due(secs).await {
+                    Ok(Some(k)) => tracing::info!(kid = %k.kid, "automatic signing-key rotation"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "automatic key rotation failed"),
+                }
+            }
         }
     }
 }

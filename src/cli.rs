@@ -71,6 +71,9 @@ pub enum Command {
     Grant(GrantCommand),
     /// Show the audit trail, newest first.
     Audit(AuditArgs),
+    /// Signing keys: rotate, list.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -161,6 +164,12 @@ pub struct ServeArgs {
     pub grpc_addr: String,
     #[arg(long, env = "TESSERA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
+    /// Operations listener: /healthz, /readyz, /metrics. Keep it off the public network.
+    #[arg(long, env = "TESSERA_OPS_ADDR", default_value = "127.0.0.1:9090")]
+    pub ops_addr: String,
+    /// Seconds requests in flight may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "TESSERA_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    pub drain_timeout_secs: u64,
     /// Issuer identifier (`iss`, RFC 8414); default http://<HTTP address>.
     #[arg(long, env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
@@ -170,11 +179,14 @@ pub struct ServeArgs {
     /// Default access-token lifetime in seconds (clients may have their own).
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_token_ttl: i64,
-    /// 32 random bytes, base64: encrypts signing keys at rest. Required with PostgreSQL.
-    #[arg(long, env = "TESSERA_KEY_ENCRYPTION_KEY", hide_env_values = true)]
-    pub key_encryption_key: Option<String>,
-    #[arg(long, env = "TESSERA_KEY_ENCRYPTION_KEY_FILE")]
-    pub key_encryption_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kek: KekArgs,
+    /// Seconds a new signing key is published in JWKS before it signs (keep it above JWKS max-age, 300).
+    #[arg(long, env = "TESSERA_KEY_PREPUBLISH_SECS", default_value_t = 600)]
+    pub key_prepublish_secs: i64,
+    /// Automatic signing-key rotation when the newest key is this old, e.g. 30d (default: off).
+    #[arg(long, env = "TESSERA_KEY_ROTATION_INTERVAL", value_parser = parse_duration_secs)]
+    pub key_rotation_interval: Option<i64>,
     /// Parallel argon2 verifications at most (default: the number of CPUs).
     #[arg(long, env = "TESSERA_ARGON2_CONCURRENCY")]
     pub argon2_concurrency: Option<usize>,
@@ -196,6 +208,49 @@ pub struct ServeArgs {
     /// Do not apply migrations (run `tessera migrate` separately, e.g. as a Helm hook).
     #[arg(long)]
     pub no_migrate: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KekArgs {
+    /// 32 random bytes, base64: encrypts signing keys at rest. Required with PostgreSQL.
+    #[arg(long, env = "TESSERA_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<String>,
+    #[arg(long, env = "TESSERA_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+}
+
+impl KekArgs {
+    pub fn resolve(&self, database_url: &str) -> anyhow::Result<crate::crypto::Kek> {
+        let value = value_or_file(
+            self.key_encryption_key.clone(),
+            self.key_encryption_key_file.as_deref(),
+            "key-encryption key",
+        )?;
+        resolve_kek(value, database_url)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Publish a new signing key now; it signs after the pre-publication delay, and the current
+    /// key retires then (it stays in JWKS until the last token it signed has expired).
+    Rotate {
+        #[command(flatten)]
+        kek: KekArgs,
+        /// EdDSA, ES256 or RS256 (default: TESSERA_SIGNING_ALG, else EdDSA).
+        #[arg(long, env = "TESSERA_SIGNING_ALG", default_value = "EdDSA")]
+        alg: SigningAlg,
+        /// Seconds before the new key signs.
+        #[arg(long, env = "TESSERA_KEY_PREPUBLISH_SECS", default_value_t = 600)]
+        prepublish_secs: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List signing keys and their states (pending, active, retired, expired).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -298,17 +353,9 @@ pub struct UpdateArgs {
     pub json: bool,
 }
 
+/// Logs only (tests, and the CLI's administrative commands).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn")
-        });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let _ = crate::telemetry::init(format == LogFormat::Json);
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -324,18 +371,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(cmd) => client(url, cmd).await,
         Command::Grant(cmd) => grant(url, cmd).await,
         Command::Audit(args) => audit(url, args).await,
+        Command::Keys(cmd) => keys(url, cmd).await,
     }
 }
 
 async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
-    let kek_value =
-        value_or_file(args.key_encryption_key, args.key_encryption_key_file.as_deref(), "key-encryption key")?;
-    let kek = resolve_kek(kek_value, &database_url)?;
+    let kek = args.kek.resolve(&database_url)?;
     let mut settings = Settings::new(String::new());
     settings.signing_alg = args.signing_alg;
     settings.access_token_ttl = args.access_token_ttl;
     settings.user_token_ttl = args.user_token_ttl;
     settings.audit = args.audit == Switch::On;
+    settings.key_prepublish_secs = args.key_prepublish_secs.max(0);
+    if settings.key_prepublish_secs < 300 {
+        tracing::warn!(
+            "TESSERA_KEY_PREPUBLISH_SECS is below the JWKS cache lifetime (300 s): resource servers may see a new key's tokens before its JWKS entry"
+        );
+    }
+    settings.key_rotation_interval =
+        args.key_rotation_interval.map(|s| std::time::Duration::from_secs(u64::try_from(s.max(3600)).unwrap_or(3600)));
     settings.change_poll_interval = std::time::Duration::from_millis(args.change_poll_ms);
     if let Some(n) = args.argon2_concurrency {
         settings.argon2_concurrency = n.max(1);
@@ -348,13 +402,15 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
         settings,
         kek,
         migrate: !args.no_migrate,
+        ops_addr: Some(args.ops_addr),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
         tls: match (args.tls_cert_file, args.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
             _ => None,
         },
     };
     let app = Application::build(config, Arc::new(SystemClock)).await?;
-    tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), "listening");
+    tracing::info!(grpc = %app.grpc_addr(), http = %app.http_addr(), ops = ?app.ops_addr(), "listening");
     app.run_until(shutdown_signal()).await
 }
 
@@ -525,6 +581,54 @@ async fn audit(database_url: String, args: AuditArgs) -> anyhow::Result<()> {
                 opt(&r.grant_id),
                 r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
             );
+        }
+    }
+    Ok(())
+}
+
+fn key_json(k: &crate::service::keys::KeyInfo) -> serde_json::Value {
+    json!({
+        "kid": k.kid, "alg": k.alg, "state": k.state.as_str(), "created_at": k.created_at,
+        "activates_at": k.activates_at, "retired_at": k.retired_at, "published_until": k.published_until,
+    })
+}
+
+async fn keys(database_url: String, cmd: KeysCommand) -> anyhow::Result<()> {
+    let admin = open_admin(&database_url).await?;
+    let store = Store::connect(&database_url).await?;
+    match cmd {
+        KeysCommand::Rotate { kek, alg, prepublish_secs, json } => {
+            let kek = kek.resolve(&database_url)?;
+            let now_ms = SystemClock.now_ms();
+            let key = crate::service::keys::rotate(&store, &kek, alg, prepublish_secs, None, now_ms)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("rotation did not happen"))?;
+            admin.record_key_rotation(CLI_ACTOR, &key.kid).await?;
+            if json {
+                println!("{}", key_json(&key));
+            } else {
+                println!(
+                    "new key {} ({}) published now, signs from {} (unix seconds)",
+                    key.kid, key.alg, key.activates_at
+                );
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = crate::service::keys::list_keys(&store, SystemClock.now_secs()).await?;
+            if json {
+                println!("{}", serde_json::Value::Array(keys.iter().map(key_json).collect()));
+            } else {
+                for k in &keys {
+                    println!(
+                        "{}\t{}\t{:<8}\tactivates {}\tretired {}",
+                        k.kid,
+                        k.alg,
+                        k.state.as_str(),
+                        k.activates_at,
+                        k.retired_at.map_or("-".into(), |r| r.to_string())
+                    );
+                }
+            }
         }
     }
     Ok(())

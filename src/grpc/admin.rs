@@ -7,6 +7,7 @@ use super::pb::{self, admin_service_server::AdminService};
 use super::status::to_status;
 use crate::domain::{Capability, Client, ClientUpdate, Error, Grant, NewClient, NewGrant, Result, ScopeSet};
 use crate::service::Tessera;
+use crate::service::keys::KeyInfo;
 use crate::storage::audit::{AuditQuery, AuditRecord};
 
 #[derive(Clone, Debug)]
@@ -100,6 +101,18 @@ fn audit_pb(r: AuditRecord) -> pb::AuditRecord {
         grant_id: r.grant_id.unwrap_or_default(),
         outcome: r.outcome,
         detail: r.detail.unwrap_or_default(),
+    }
+}
+
+fn key_pb(k: &KeyInfo) -> pb::SigningKey {
+    pb::SigningKey {
+        kid: k.kid.clone(),
+        alg: k.alg.clone(),
+        state: k.state.as_str().into(),
+        created_at: k.created_at,
+        activates_at: k.activates_at,
+        retired_at: k.retired_at.unwrap_or(0),
+        published_until: k.published_until.unwrap_or(0),
     }
 }
 
@@ -282,5 +295,41 @@ impl AdminService for AdminApi {
         };
         let records = self.run("QueryAudit", &req, |_| async move { self.core.admin.query_audit(&q).await }).await?;
         Ok(Response::new(pb::QueryAuditResponse { records: records.into_iter().map(audit_pb).collect() }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        req: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::SigningKey>, Status> {
+        let r = req.get_ref();
+        let key = self
+            .run("RotateSigningKey", &req, |actor| async move {
+                let alg = if r.alg.is_empty() {
+                    None
+                } else {
+                    Some(r.alg.parse().map_err(|_| Error::invalid_request("alg must be EdDSA, ES256 or RS256"))?)
+                };
+                let prepublish = match r.prepublish_seconds {
+                    0 => None,
+                    n if n < 0 => Some(0),
+                    n => Some(n),
+                };
+                let key = self.core.rotate_keys(alg, prepublish).await.map_err(Error::Internal)?;
+                let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("rotation did not happen")))?;
+                self.core.admin.record_key_rotation(&actor, &key.kid).await?;
+                Ok(key)
+            })
+            .await?;
+        Ok(Response::new(key_pb(&key)))
+    }
+
+    async fn list_signing_keys(
+        &self,
+        req: Request<pb::ListSigningKeysRequest>,
+    ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
+        let keys = self
+            .run("ListSigningKeys", &req, |_| async move { self.core.list_keys().await.map_err(Error::Internal) })
+            .await?;
+        Ok(Response::new(pb::ListSigningKeysResponse { keys: keys.iter().map(key_pb).collect() }))
     }
 }

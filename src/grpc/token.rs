@@ -39,6 +39,7 @@ impl TokenService for TokenApi {
     async fn issue_token(&self, req: Request<pb::IssueTokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
         let now = self.core.now_ms();
         let result = async {
+            tracing::Span::current().record("grant_type", "client_credentials");
             let creds = super::credentials(&req)?;
             let body = req.get_ref();
             let issue = IssueRequest { scope: scope_of(&body.scope)?, audience: body.audience.clone() };
@@ -62,6 +63,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::TokenResponse>, Status> {
         let now = self.core.now_ms();
         let result = async {
+            tracing::Span::current().record("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange");
             let auth = super::exchange_auth(&req)?;
             let body = req.get_ref();
             let subject = match (body.subject.is_empty(), body.subject_token.is_empty()) {

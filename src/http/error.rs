@@ -34,8 +34,10 @@ pub fn status_of(err: &Error) -> StatusCode {
 pub fn error_response(err: Error, challenge: bool, operation: &str) -> Response {
     err.log_if_server_error(operation);
     let status = status_of(&err);
+    let code = err.code();
     let body = json!({ "error": err.code(), "error_description": err.description() });
     let mut resp = (status, Json(body)).into_response();
+    resp.extensions_mut().insert(crate::telemetry::Outcome(code));
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

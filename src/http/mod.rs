@@ -31,6 +31,7 @@ pub fn router(core: Arc<Tessera>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(crate::telemetry::ObserveLayer(crate::telemetry::Transport::Http))
         .with_state(core)
 }
 

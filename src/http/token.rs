@@ -74,6 +74,9 @@ pub async fn token(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: B
 async fn handle(core: &Tessera, headers: &HeaderMap, form: &Form, now: i64) -> Result<Response> {
     // Cheap checks first: junk requests never reach argon2.
     let grant_type = form.required("grant_type")?;
+    // Only known values reach the trace: a client could put anything (even a token) here.
+    let known = [GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE].into_iter().find(|g| *g == grant_type);
+    tracing::Span::current().record("grant_type", known.unwrap_or("unsupported"));
     match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
             let req = IssueRequest { scope: requested_scope(form)?, audience: requested_audiences(form) };

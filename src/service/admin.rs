@@ -239,6 +239,11 @@ impl Admin {
         self.store.load_grant(grant_id).await?.ok_or_else(|| Error::NotFound("no such grant".into()))
     }
 
+    /// Audits a signing-key rotation (the rotation itself needs the key-encryption key).
+    pub async fn record_key_rotation(&self, actor: &str, kid: &str) -> Result<()> {
+        self.record(actor, "keys.rotate", None, |r| r.detail = Some(format!("new key {kid}"))).await
+    }
+
     pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
         Ok(self.store.query_audit(q).await?)
     }

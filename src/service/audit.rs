@@ -19,12 +19,20 @@ struct Pending {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+// Records are the common case; boxing them would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(Pending),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 enum Sink {
     /// Write each record at once (the CLI: one record per command).
     Direct(Store),
     /// Group commit through a writer task (the server).
-    Batched(mpsc::Sender<Pending>),
+    Batched(mpsc::Sender<Msg>),
     /// Auditing switched off (benchmarks comparing its cost).
     Off,
 }
@@ -59,6 +67,16 @@ impl Audit {
         (Self(Sink::Batched(tx)), task)
     }
 
+    /// Waits until every record queued so far is committed (shutdown).
+    pub async fn flush(&self) {
+        if let Sink::Batched(tx) = &self.0 {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Msg::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
     /// Returns once the record is committed.
     pub async fn record(&self, record: AuditRecord) -> Result<()> {
         match &self.0 {
@@ -66,7 +84,7 @@ impl Audit {
             Sink::Direct(store) => Ok(store.insert_audit(std::slice::from_ref(&record)).await?),
             Sink::Batched(tx) => {
                 let (done, wait) = oneshot::channel();
-                tx.send(Pending { record, done })
+                tx.send(Msg::Record(Pending { record, done }))
                     .await
                     .map_err(|_| Error::Unavailable(anyhow::anyhow!("audit writer stopped")))?;
                 match wait.await {
@@ -79,31 +97,46 @@ impl Audit {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(p) => batch.push(p),
+                Msg::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        let records: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
-        let mut result = store.insert_audit(&records).await;
-        if result.is_err() {
-            // One retry after a pause rides out a brief database hiccup.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            result = store.insert_audit(&records).await;
+        if !batch.is_empty() {
+            commit(&store, &mut batch).await;
         }
-        let outcome = result.map_err(|e| e.to_string());
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, records = records.len(), "audit batch not written");
-        } else {
-            tracing::trace!(records = records.len(), "audit batch committed");
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
-        for p in batch.drain(..) {
-            let _ = p.done.send(outcome.clone());
-        }
+    }
+}
+
+async fn commit(store: &Store, batch: &mut Vec<Pending>) {
+    let records: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
+    let started = std::time::Instant::now();
+    let mut result = store.insert_audit(&records).await;
+    if result.is_err() {
+        // One retry after a pause rides out a brief database hiccup.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        result = store.insert_audit(&records).await;
+    }
+    let m = &crate::metrics::METRICS;
+    m.audit_batch_size.observe(records.len() as f64);
+    m.audit_flush_seconds.observe(started.elapsed().as_secs_f64());
+    let outcome = result.map_err(|e| e.to_string());
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, records = records.len(), "audit batch not written");
+    }
+    for p in batch.drain(..) {
+        let _ = p.done.send(outcome.clone());
     }
 }

@@ -25,6 +25,23 @@ impl std::fmt::Debug for ClientCredentials {
 
 impl Tessera {
     pub async fn authenticate(&self, creds: &ClientCredentials) -> Result<Arc<ClientEntry>> {
+        let m = &crate::metrics::METRICS;
+        let result = self.authenticate_inner(creds).await;
+        match &result {
+            Ok(e) => {
+                tracing::Span::current().record("client_id", e.client.client_id.as_str());
+            }
+            Err(Error::InvalidClient) => {
+                m.auth_failures.inc();
+                tracing::info!(client_id = %creds.client_id.escape_debug(), "client authentication failed");
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn authenticate_inner(&self, creds: &ClientCredentials) -> Result<Arc<ClientEntry>> {
+        let m = &crate::metrics::METRICS;
         if ClientId::parse(&creds.client_id).is_err() || creds.secret.is_empty() || creds.secret.len() > 512 {
             return Err(Error::InvalidClient);
         }
@@ -38,24 +55,24 @@ impl Tessera {
         if let Some(e) = &entry
             && e.is_verified(&digest)
         {
+            m.credential_cache.with_label_values(&["hit"]).inc();
             return if e.client.disabled { Err(Error::InvalidClient) } else { Ok(Arc::clone(e)) };
         }
+        m.credential_cache.with_label_values(&["miss"]).inc();
         // One argon2 run whatever the case: unknown client, unknown secret id and wrong secret
         // all cost the same.
         let hash = entry.as_ref().and_then(|e| {
             let sid = secret_id_of(&creds.secret)?;
             e.client.secrets.iter().find(|s| s.secret_id == sid).map(|s| s.hash.clone())
         });
+        m.argon2_verifications.inc();
         let ok = self.hasher.verify(hash, creds.secret.clone()).await.map_err(Error::Internal)?;
         match entry {
             Some(e) if ok => {
                 e.remember_verified(digest);
                 if e.client.disabled { Err(Error::InvalidClient) } else { Ok(e) }
             }
-            _ => {
-                tracing::info!(client_id = %creds.client_id, "client authentication failed");
-                Err(Error::InvalidClient)
-            }
+            _ => Err(Error::InvalidClient),
         }
     }
 }

@@ -101,6 +101,9 @@ impl Tessera {
             SubjectRef::Token(_) => None,
         };
         let result = self.exchange_inner(caller, req, now_ms).await;
+        if result.is_ok() {
+            crate::metrics::METRICS.tokens_issued.with_label_values(&["user"]).inc();
+        }
         let client_id = caller.client.client.client_id.to_string();
         let mut record = AuditRecord {
             at_ms: now_ms,

@@ -33,6 +33,9 @@ impl Tessera {
         now_ms: i64,
     ) -> Result<IssuedToken> {
         let result = self.issue_inner(caller, req, now_ms);
+        if result.is_ok() {
+            crate::metrics::METRICS.tokens_issued.with_label_values(&["client"]).inc();
+        }
         let client_id = caller.client.client_id.to_string();
         let (scopes, jti, outcome, detail) = match &result {
             Ok(t) => (Some(t.scope.to_string()), Some(t.jti.clone()), "ok".to_owned(), None),

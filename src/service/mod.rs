@@ -42,6 +42,10 @@ pub struct Settings {
     pub token_cache_capacity: usize,
     /// How often the change feed is polled (PostgreSQL also wakes it by NOTIFY).
     pub change_poll_interval: Duration,
+    /// A new signing key is published this long before it signs (longer than JWKS max-age).
+    pub key_prepublish_secs: i64,
+    /// Automatic rotation: a new key when the newest is this old (None = manual only).
+    pub key_rotation_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -55,6 +59,8 @@ impl Settings {
             argon2_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             token_cache_capacity: 200_000,
             change_poll_interval: Duration::from_millis(250),
+            key_prepublish_secs: 600,
+            key_rotation_interval: None,
         }
     }
 }
@@ -74,6 +80,10 @@ pub struct Tessera {
     pub(crate) tokens: TokenCache,
     pub(crate) hasher: SecretHasher,
     feed: tokio::sync::Mutex<FeedCursor>,
+    /// Unix ms of the last successful change-feed read (readiness, lag metric).
+    feed_ok_at_ms: std::sync::atomic::AtomicI64,
+    /// Set when shutdown begins: readiness turns false at once.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Tessera {
@@ -102,6 +112,8 @@ impl Tessera {
             keys: KeyRing::default(),
             hasher,
             feed: tokio::sync::Mutex::new(FeedCursor::default()),
+            feed_ok_at_ms: std::sync::atomic::AtomicI64::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         core.ensure_signing_key().await?;
         core.full_resync().await?;
@@ -115,6 +127,56 @@ impl Tessera {
     /// The JWKS document (RFC 7517) of every key a token we issued may be signed with.
     pub fn jwks(&self) -> Arc<Vec<u8>> {
         self.keys.jwks()
+    }
+
+    /// Waits until every audit record queued so far is committed.
+    pub async fn audit_flush(&self) {
+        self.audit.flush().await;
+    }
+
+    /// Readiness turns false from now on (shutdown has begun).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_feed_ok(&self) {
+        self.feed_ok_at_ms.store(self.clock.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Seconds since the change feed was last read successfully.
+    pub fn feed_lag_secs(&self) -> f64 {
+        let at = self.feed_ok_at_ms.load(std::sync::atomic::Ordering::Relaxed);
+        ((self.clock.now_ms() - at).max(0) as f64) / 1000.0
+    }
+
+    /// Database reachable, a signing key loaded, the change feed current, not shutting down.
+    pub async fn readiness(&self) -> crate::ops::Readiness {
+        let database = matches!(tokio::time::timeout(crate::ops::PING_TIMEOUT, self.store.ping()).await, Ok(Ok(())));
+        // Current = read within a few poll intervals (at least 3 s, so one slow read is no alarm).
+        let allowed = (self.settings.change_poll_interval.as_secs_f64() * 5.0).max(3.0);
+        crate::ops::Readiness {
+            shutting_down: self.is_shutting_down(),
+            database,
+            signing_key: self.keys.signer(self.clock.now_secs()).is_some(),
+            feed_current: self.feed_lag_secs() <= allowed,
+        }
+    }
+
+    /// Updates the gauges exported on /metrics.
+    pub fn refresh_gauges(&self) {
+        let s = self.state_sizes();
+        crate::metrics::set_state("clients", s.clients);
+        crate::metrics::set_state("revoked_tokens", s.revoked_tokens);
+        crate::metrics::set_state("grants", s.grants);
+        crate::metrics::set_state("keys", s.keys);
+        crate::metrics::set_state("verified_tokens", s.verified_tokens);
+        crate::metrics::METRICS.feed_lag_seconds.set(self.feed_lag_secs());
+        let (in_use, idle) = self.store.pool_usage();
+        crate::metrics::set_db_pool(in_use, idle);
     }
 
     /// Sizes of the in-memory state (for readiness, metrics and tests).

@@ -21,6 +21,7 @@ impl Tessera {
             self.revocations.insert(r.jti, r.expires_at);
         }
         feed.reset(cursor);
+        self.mark_feed_ok();
         tracing::info!(
             clients = self.clients.len(),
             revoked_tokens = self.revocations.len(),
@@ -70,6 +71,8 @@ impl Tessera {
                 break;
             }
         }
+        self.mark_feed_ok();
+        crate::metrics::METRICS.feed_applied.inc_by(applied as u64);
         Ok(applied)
     }
 

@@ -1,5 +1,6 @@
 //! Signing keys at rest (private parts sealed with the key-encryption key).
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QueryOrder, Set, TransactionTrait};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::Store;
 use super::changes::{ChangeKind, record};
@@ -32,6 +33,61 @@ impl Store {
             created_at: Set(key.created_at),
             activates_at: Set(key.activates_at),
             retired_at: Set(key.retired_at),
+        };
+        signing_keys::Entity::insert(row).exec_without_returning(&txn).await?;
+        record(&txn, ChangeKind::Keys, "", now_ms).await?;
+        self.notify(&txn).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+}
+
+/// A retired key stays published this long after it stops signing: longer than any token can
+/// live (access tokens at most a day, user tokens at most an hour), plus clock skew.
+pub const PUBLISH_AFTER_RETIRE_SECS: i64 = 86_400 + 300;
+
+impl Store {
+    /// Adds `key` as the next signing key: every key still signing retires at the moment the new
+    /// one activates (so exactly one key signs at any instant), keys past their publication
+    /// horizon are deleted. With `only_if_older_than` (automatic rotation) nothing happens when a
+    /// key is already pending or the newest key activated after that instant; replicas racing to
+    /// rotate serialise on a lock, so only one rotates.
+    pub async fn rotate_signing_key(
+        &self,
+        key: StoredKey,
+        only_if_older_than: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool, DbErr> {
+        let now = now_ms / 1000;
+        let txn = self.db().begin().await?;
+        if self.is_postgres() {
+            txn.execute_unprepared("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE").await?;
+        }
+        let existing = signing_keys::Entity::find().all(&txn).await?;
+        if let Some(cutoff) = only_if_older_than {
+            let pending = existing.iter().any(|k| k.retired_at.is_none() && k.activates_at > now);
+            let newest = existing.iter().filter(|k| k.retired_at.is_none()).map(|k| k.activates_at).max();
+            if pending || newest.is_some_and(|n| n > cutoff) {
+                return Ok(false);
+            }
+        }
+        signing_keys::Entity::update_many()
+            .col_expr(signing_keys::Column::RetiredAt, Expr::value(key.activates_at))
+            .filter(signing_keys::Column::RetiredAt.is_null())
+            .exec(&txn)
+            .await?;
+        signing_keys::Entity::delete_many()
+            .filter(signing_keys::Column::RetiredAt.lt(now - PUBLISH_AFTER_RETIRE_SECS))
+            .exec(&txn)
+            .await?;
+        let row = signing_keys::ActiveModel {
+            kid: Set(key.kid),
+            alg: Set(key.alg),
+            public_jwk: Set(key.public_jwk),
+            private_key_enc: Set(key.private_key_enc),
+            created_at: Set(key.created_at),
+            activates_at: Set(key.activates_at),
+            retired_at: Set(None),
         };
         signing_keys::Entity::insert(row).exec_without_returning(&txn).await?;
         record(&txn, ChangeKind::Keys, "", now_ms).await?;

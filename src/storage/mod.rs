@@ -66,6 +66,22 @@ impl Store {
         Ok(Migrator::get_pending_migrations(&self.db).await?.iter().map(|m| m.name().to_owned()).collect())
     }
 
+    /// Pool connections (in use, idle).
+    pub fn pool_usage(&self) -> (u32, u32) {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                let idle = u32::try_from(p.num_idle()).unwrap_or(0);
+                (p.size().saturating_sub(idle), idle)
+            }
+            _ => {
+                let p = self.db.get_sqlite_connection_pool();
+                let idle = u32::try_from(p.num_idle()).unwrap_or(0);
+                (p.size().saturating_sub(idle), idle)
+            }
+        }
+    }
+
     /// Cheap liveness check of the database.
     pub async fn ping(&self) -> Result<(), sea_orm::DbErr> {
         self.db.ping().await

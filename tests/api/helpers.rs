@@ -131,6 +131,8 @@ impl Default for Options {
 pub struct TestApp {
     pub http: String,
     pub grpc_addr: std::net::SocketAddr,
+    /// Base URL of the operations listener (/healthz, /readyz, /metrics).
+    pub ops: String,
     pub core: Arc<Tessera>,
     pub clock: Arc<ManualClock>,
     pub db_url: String,
@@ -195,11 +197,14 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
         kek: Kek::from_base64(&kek_b64).expect("kek"),
         migrate: true,
         tls,
+        ops_addr: Some("127.0.0.1:0".into()),
+        drain_timeout: Duration::from_secs(10),
     };
     let app = Application::build(config, clock.clone()).await.expect("build app");
     let scheme = if ca_pem.is_some() { "https" } else { "http" };
     let http = format!("{scheme}://{}", app.http_addr());
     let grpc_addr = app.grpc_addr();
+    let ops = format!("http://{}", app.ops_addr().expect("ops listener"));
     let core = Arc::clone(app.core());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -208,6 +213,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
     TestApp {
         http,
         grpc_addr,
+        ops,
         core,
         clock,
         db_url: db.url.clone(),
@@ -259,6 +265,14 @@ where
 }
 
 impl TestApp {
+    /// Begins shutdown (like SIGTERM) and returns the server task, to await its drain.
+    pub fn begin_stop(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("server running")
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -8,4 +8,5 @@ mod feed;
 mod grpc_api;
 mod interop;
 mod keys_and_tokens;
+mod operations;
 mod token_flow;
