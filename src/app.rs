@@ -14,6 +14,7 @@ use crate::crypto::Kek;
 use crate::grpc::pb::admin_service_server::AdminServiceServer;
 use crate::grpc::pb::token_service_server::TokenServiceServer;
 use crate::grpc::{self, admin::AdminApi, token::TokenApi};
+use crate::limits::LimitedListener;
 use crate::service::{Settings, Tessera};
 use crate::storage::{NOTIFY_CHANNEL, Store};
 use crate::telemetry::{ObserveLayer, Transport};
@@ -35,6 +36,8 @@ pub struct ServeConfig {
     pub ops_addr: Option<String>,
     /// How long requests in flight may take to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Open connections at most, per listener (gRPC, REST).
+    pub max_connections: usize,
 }
 
 pub struct Application {
@@ -44,6 +47,7 @@ pub struct Application {
     ops: Option<TcpListener>,
     tls: Option<TlsFiles>,
     drain_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Application {
@@ -80,7 +84,15 @@ impl Application {
             }
         };
         let core = Tessera::open(store, settings, config.kek, clock).await?;
-        Ok(Self { core, grpc, http, ops, tls: config.tls, drain_timeout: config.drain_timeout })
+        Ok(Self {
+            core,
+            grpc,
+            http,
+            ops,
+            tls: config.tls,
+            drain_timeout: config.drain_timeout,
+            max_connections: config.max_connections,
+        })
     }
 
     pub fn core(&self) -> &Arc<Tessera> {
@@ -103,7 +115,7 @@ impl Application {
     /// NOT_SERVING, the listeners stop accepting, requests in flight finish (bounded by the
     /// drain timeout), and the audit trail is flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { core, grpc, http, ops, tls, drain_timeout } = self;
+        let Self { core, grpc, http, ops, tls, drain_timeout, max_connections } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         tokio::spawn(follow_changes(Arc::clone(&core), Arc::clone(&wake), stop_rx.clone()));
@@ -135,6 +147,7 @@ impl Application {
         }
         let grpc_server = builder
             .timeout(crate::http::REQUEST_TIMEOUT)
+            .http2_max_header_list_size(u32::try_from(crate::http::MAX_HEADER_BYTES).unwrap_or(16 * 1024))
             .layer(ObserveLayer(Transport::Grpc))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -142,7 +155,7 @@ impl Application {
             .add_service(token_service)
             .add_service(admin_service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                LimitedListener::new(grpc, max_connections).into_stream(),
                 wait_for(stop_rx.clone()),
             );
         let router = crate::http::router(Arc::clone(&core));
@@ -150,10 +163,16 @@ impl Application {
         let http_server = async move {
             match &tls {
                 Some(files) => {
-                    let listener = TlsListener::new(http, files.server_config()?)?;
-                    axum::serve(listener, router).with_graceful_shutdown(http_stop).await?;
+                    let listener =
+                        TlsListener::new(LimitedListener::new(http, max_connections), files.server_config()?)?;
+                    let service = router.into_make_service_with_connect_info::<crate::tls::Peer>();
+                    axum::serve(listener, service).with_graceful_shutdown(http_stop).await?;
                 }
-                None => axum::serve(http, router).with_graceful_shutdown(http_stop).await?,
+                None => {
+                    let service = router.into_make_service_with_connect_info::<crate::tls::Peer>();
+                    let listener = LimitedListener::new(http, max_connections);
+                    axum::serve(listener, service).with_graceful_shutdown(http_stop).await?
+                }
             }
             Ok::<(), anyhow::Error>(())
         };

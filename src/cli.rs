@@ -167,6 +167,9 @@ pub struct ServeArgs {
     /// Operations listener: /healthz, /readyz, /metrics. Keep it off the public network.
     #[arg(long, env = "TESSERA_OPS_ADDR", default_value = "127.0.0.1:9090")]
     pub ops_addr: String,
+    /// Open connections at most, per listener.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// Seconds requests in flight may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "TESSERA_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -404,6 +407,7 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
         migrate: !args.no_migrate,
         ops_addr: Some(args.ops_addr),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
+        max_connections: args.max_connections,
         tls: match (args.tls_cert_file, args.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
             _ => None,

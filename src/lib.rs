@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod domain;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod service;

@@ -29,9 +29,19 @@ pub fn secret_id_of(presented: &str) -> Option<&str> {
     (is_secret_id(id) && !rest.is_empty()).then_some(id)
 }
 
+/// More verifications are waiting than allowed: the caller should shed the request.
+#[derive(Debug, thiserror::Error)]
+#[error("too many argon2 verifications waiting")]
+pub struct Busy;
+
+/// Verifications allowed to wait for a permit; beyond this a request is refused at once, so a
+/// flood cannot queue unbounded work (each run needs ~19 MiB while it runs).
+pub const MAX_WAITING: usize = 64;
+
 #[derive(Clone)]
 pub struct SecretHasher {
     permits: Arc<Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
     /// Verified against when the client or secret id is unknown, so that costs a real argon2 run.
     dummy_hash: Arc<String>,
 }
@@ -40,7 +50,11 @@ impl SecretHasher {
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
         let dummy = generate_secret();
         let dummy_hash = hash_blocking(&dummy.secret)?;
-        Ok(Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash: Arc::new(dummy_hash) })
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            dummy_hash: Arc::new(dummy_hash),
+        })
     }
 
     pub async fn hash(&self, secret: Zeroizing<String>) -> anyhow::Result<String> {
@@ -51,7 +65,19 @@ impl SecretHasher {
     /// Verifies `presented` against `hash`, or against the dummy hash when `hash` is None, so
     /// every outcome costs one argon2 run. The comparison inside argon2 is constant-time.
     pub async fn verify(&self, hash: Option<String>, presented: Zeroizing<String>) -> anyhow::Result<bool> {
-        let permit = self.permits.clone().acquire_owned().await.context("hasher closed")?;
+        use std::sync::atomic::Ordering;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(Busy.into());
+                }
+                let p = self.permits.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                p.context("hasher closed")?
+            }
+        };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
         let ok = tokio::task::spawn_blocking(move || {

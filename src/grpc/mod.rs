@@ -25,7 +25,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub fn credentials<T>(req: &Request<T>) -> Result<ClientCredentials, Error> {
     let value = req.metadata().get("authorization").ok_or(Error::InvalidClient)?;
     let text = value.to_str().map_err(|_| Error::InvalidClient)?;
-    parse_basic_authorization(text)
+    Ok(parse_basic_authorization(text)?.from(req.remote_addr().map(|a| a.ip())))
 }
 
 /// For ExchangeForUser: `Basic` credentials, or `Bearer <the caller's own client access token>`.
@@ -36,6 +36,9 @@ pub fn exchange_auth<T>(req: &Request<T>) -> Result<ExchangeAuth, Error> {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(ExchangeAuth { credentials: None, actor_token: Some(token.trim().to_owned()) })
         }
-        _ => Ok(ExchangeAuth { credentials: Some(parse_basic_authorization(text)?), actor_token: None }),
+        _ => Ok(ExchangeAuth {
+            credentials: Some(parse_basic_authorization(text)?.from(req.remote_addr().map(|a| a.ip()))),
+            actor_token: None,
+        }),
     }
 }

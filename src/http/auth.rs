@@ -53,9 +53,11 @@ pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCred
             Ok(creds)
         }
         None => match (body_id, body_secret) {
-            (Some(id), Some(secret)) => {
-                Ok(ClientCredentials { client_id: id.to_owned(), secret: zeroize::Zeroizing::new(secret.to_owned()) })
-            }
+            (Some(id), Some(secret)) => Ok(ClientCredentials {
+                client_id: id.to_owned(),
+                secret: zeroize::Zeroizing::new(secret.to_owned()),
+                source: None,
+            }),
             (None, Some(_)) => Err(Error::invalid_request("client_secret without client_id")),
             // No credentials, or a public client (which Tessera does not have).
             _ => Err(Error::InvalidClient),

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -13,6 +13,7 @@ use super::error::error_response;
 use super::token::no_store;
 use crate::domain::{Actor, Audience};
 use crate::service::{Introspection, Tessera};
+use crate::tls::Peer;
 
 #[derive(Serialize)]
 struct IntrospectBody<'a> {
@@ -59,7 +60,13 @@ const INACTIVE: IntrospectBody<'static> = IntrospectBody {
     account: None,
 };
 
-pub async fn introspect(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn introspect(
+    State(core): State<Arc<Tessera>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let source = Some(peer.ip());
     let now = core.now_ms();
     let form = match read_form(&headers, body).await {
         Ok(f) => f,
@@ -70,7 +77,7 @@ pub async fn introspect(State(core): State<Arc<Tessera>>, headers: HeaderMap, bo
         let token = form.required("token")?;
         // token_type_hint is advisory (RFC 7662 §2.1); we have one token type.
         form.single("token_type_hint")?;
-        let caller = core.authenticate(&client_credentials(&headers, &form)?).await?;
+        let caller = core.authenticate(&client_credentials(&headers, &form)?.from(source)).await?;
         Ok::<_, crate::domain::Error>(core.introspect(&caller, token, now).await)
     }
     .await;
@@ -99,7 +106,13 @@ pub async fn introspect(State(core): State<Arc<Tessera>>, headers: HeaderMap, bo
     }
 }
 
-pub async fn revoke(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn revoke(
+    State(core): State<Arc<Tessera>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let source = Some(peer.ip());
     let now = core.now_ms();
     let form = match read_form(&headers, body).await {
         Ok(f) => f,
@@ -110,7 +123,7 @@ pub async fn revoke(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: 
         let token = form.required("token")?;
         // An unknown hint is ignored: RFC 7009 §2.1 says to search all token types.
         form.single("token_type_hint")?;
-        let caller = core.authenticate(&client_credentials(&headers, &form)?).await?;
+        let caller = core.authenticate(&client_credentials(&headers, &form)?.from(source)).await?;
         core.revoke(&caller, token, now).await
     }
     .await;

@@ -20,6 +20,8 @@ use crate::service::Tessera;
 
 /// Every request completes or fails within this time (argon2 queueing included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request headers larger than this in total are refused (431), on both transports.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 pub fn router(core: Arc<Tessera>) -> Router {
     Router::new()
@@ -31,6 +33,7 @@ pub fn router(core: Arc<Tessera>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(crate::telemetry::ObserveLayer(crate::telemetry::Transport::Http))
         .with_state(core)
 }
@@ -38,6 +41,14 @@ pub fn router(core: Arc<Tessera>) -> Router {
 fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
     use axum::response::IntoResponse;
     (status, axum::Json(serde_json::json!({"error": code, "error_description": description}))).into_response()
+}
+
+async fn limit_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if size > MAX_HEADER_BYTES {
+        return json_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request", "request headers too large");
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> Response {

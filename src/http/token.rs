@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use super::form::Form;
 use crate::domain::{Error, Result, ScopeSet};
 use crate::service::exchange::TOKEN_TYPE_USER_ID;
 use crate::service::{ExchangeAuth, ExchangeRequest, IssueRequest, IssuedToken, SubjectRef, Tessera};
+use crate::tls::Peer;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -58,20 +59,32 @@ pub fn requested_scope(form: &Form) -> Result<Option<ScopeSet>> {
     form.single("scope")?.map(ScopeSet::parse).transpose()
 }
 
-pub async fn token(State(core): State<Arc<Tessera>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn token(
+    State(core): State<Arc<Tessera>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let source = Some(peer.ip());
     let now = core.now_ms();
     let form = match read_form(&headers, body).await {
         Ok(f) => f,
         Err(e) => return super::body_error(e, "token"),
     };
     let challenge = wants_challenge(&headers, Some(&form));
-    match handle(&core, &headers, &form, now).await {
+    match handle(&core, &headers, &form, now, source).await {
         Ok(resp) => resp,
         Err(e) => error_response(e, challenge, "token"),
     }
 }
 
-async fn handle(core: &Tessera, headers: &HeaderMap, form: &Form, now: i64) -> Result<Response> {
+async fn handle(
+    core: &Tessera,
+    headers: &HeaderMap,
+    form: &Form,
+    now: i64,
+    source: Option<std::net::IpAddr>,
+) -> Result<Response> {
     // Cheap checks first: junk requests never reach argon2.
     let grant_type = form.required("grant_type")?;
     // Only known values reach the trace: a client could put anything (even a token) here.
@@ -80,12 +93,13 @@ async fn handle(core: &Tessera, headers: &HeaderMap, form: &Form, now: i64) -> R
     match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
             let req = IssueRequest { scope: requested_scope(form)?, audience: requested_audiences(form) };
-            let caller = core.authenticate(&client_credentials(headers, form)?).await?;
+            let caller = core.authenticate(&client_credentials(headers, form)?.from(source)).await?;
             let issued = core.issue_client_token(&caller, req, now).await?;
             Ok(token_response(&issued, None))
         }
         GRANT_TOKEN_EXCHANGE => {
-            let (auth, req) = exchange_request(headers, form)?;
+            let (mut auth, req) = exchange_request(headers, form)?;
+            auth.credentials = auth.credentials.map(|c| c.from(source));
             let caller = core.authenticate_exchange(&auth, now).await?;
             let issued = core.exchange_for_user(&caller, req, now).await?;
             Ok(token_response(&issued, Some(TOKEN_TYPE_ACCESS_TOKEN)))

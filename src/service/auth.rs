@@ -15,6 +15,15 @@ use crate::state::clients::secret_digest;
 pub struct ClientCredentials {
     pub client_id: String,
     pub secret: Zeroizing<String>,
+    /// The peer address, for throttling failed attempts per source.
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl ClientCredentials {
+    pub fn from(mut self, source: Option<std::net::IpAddr>) -> Self {
+        self.source = source;
+        self
+    }
 }
 
 impl std::fmt::Debug for ClientCredentials {
@@ -33,8 +42,10 @@ impl Tessera {
             }
             Err(Error::InvalidClient) => {
                 m.auth_failures.inc();
+                self.throttle.failed(&creds.client_id, creds.source, self.clock.now_ms());
                 tracing::info!(client_id = %creds.client_id.escape_debug(), "client authentication failed");
             }
+            Err(Error::Throttled { .. }) => m.throttled.inc(),
             Err(_) => {}
         }
         result
@@ -45,20 +56,26 @@ impl Tessera {
         if ClientId::parse(&creds.client_id).is_err() || creds.secret.is_empty() || creds.secret.len() > 512 {
             return Err(Error::InvalidClient);
         }
-        let entry = match self.clients.get(&creds.client_id) {
-            Some(entry) => Some(entry),
-            // Not in memory: perhaps created a moment ago on another replica or by the CLI and
-            // not yet seen through the change feed.
-            None => self.store.load_client(&creds.client_id).await?.map(|c| self.clients.upsert(c)),
-        };
         let digest = secret_digest(&creds.secret);
-        if let Some(e) = &entry
+        let cached = self.clients.get(&creds.client_id);
+        if let Some(e) = &cached
             && e.is_verified(&digest)
         {
             m.credential_cache.with_label_values(&["hit"]).inc();
             return if e.client.disabled { Err(Error::InvalidClient) } else { Ok(Arc::clone(e)) };
         }
         m.credential_cache.with_label_values(&["miss"]).inc();
+        // The slow path, guarded: a flood of wrong secrets is refused here, before any database
+        // read or argon2 run.
+        if let Some(retry_after_secs) = self.throttle.check(&creds.client_id, creds.source, self.clock.now_ms()) {
+            return Err(Error::Throttled { retry_after_secs });
+        }
+        let entry = match cached {
+            Some(entry) => Some(entry),
+            // Not in memory: perhaps created a moment ago on another replica or by the CLI and
+            // not yet seen through the change feed.
+            None => self.store.load_client(&creds.client_id).await?.map(|c| self.clients.upsert(c)),
+        };
         // One argon2 run whatever the case: unknown client, unknown secret id and wrong secret
         // all cost the same.
         let hash = entry.as_ref().and_then(|e| {
@@ -66,7 +83,12 @@ impl Tessera {
             e.client.secrets.iter().find(|s| s.secret_id == sid).map(|s| s.hash.clone())
         });
         m.argon2_verifications.inc();
-        let ok = self.hasher.verify(hash, creds.secret.clone()).await.map_err(Error::Internal)?;
+        let ok = match self.hasher.verify(hash, creds.secret.clone()).await {
+            Ok(ok) => ok,
+            // Too many verifications waiting already: shed load rather than queue without bound.
+            Err(e) if e.is::<crate::crypto::secret::Busy>() => return Err(Error::Throttled { retry_after_secs: 1 }),
+            Err(e) => return Err(Error::Internal(e)),
+        };
         match entry {
             Some(e) if ok => {
                 e.remember_verified(digest);
@@ -96,7 +118,7 @@ pub fn parse_basic_authorization(value: &str) -> Result<ClientCredentials> {
     if id.is_empty() || secret.is_empty() {
         return Err(Error::InvalidClient);
     }
-    Ok(ClientCredentials { client_id: id, secret })
+    Ok(ClientCredentials { client_id: id, secret, source: None })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod issue;
 pub mod keys;
 pub mod revoke;
 pub mod sync;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,7 @@ pub struct Tessera {
     pub(crate) keys: KeyRing,
     pub(crate) tokens: TokenCache,
     pub(crate) hasher: SecretHasher,
+    pub(crate) throttle: throttle::Throttle,
     feed: tokio::sync::Mutex<FeedCursor>,
     /// Unix ms of the last successful change-feed read (readiness, lag metric).
     feed_ok_at_ms: std::sync::atomic::AtomicI64,
@@ -111,6 +113,7 @@ impl Tessera {
             audit,
             keys: KeyRing::default(),
             hasher,
+            throttle: throttle::Throttle::default(),
             feed: tokio::sync::Mutex::new(FeedCursor::default()),
             feed_ok_at_ms: std::sync::atomic::AtomicI64::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),

@@ -107,5 +107,6 @@ impl Tessera {
         self.revocations.purge_expired(now);
         self.tokens.purge_expired(now);
         self.grants.purge(now);
+        self.throttle.purge(self.clock.now_ms());
     }
 }

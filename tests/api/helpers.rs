@@ -120,11 +120,12 @@ pub struct Options {
     pub issuer: Option<String>,
     /// Serve HTTPS and gRPC over TLS with a fresh self-signed certificate.
     pub tls: bool,
+    pub max_connections: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { signing_alg: SigningAlg::EdDSA, access_token_ttl: 3600, issuer: None, tls: false }
+        Self { signing_alg: SigningAlg::EdDSA, access_token_ttl: 3600, issuer: None, tls: false, max_connections: 1024 }
     }
 }
 
@@ -199,6 +200,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
         tls,
         ops_addr: Some("127.0.0.1:0".into()),
         drain_timeout: Duration::from_secs(10),
+        max_connections: opts.max_connections,
     };
     let app = Application::build(config, clock.clone()).await.expect("build app");
     let scheme = if ca_pem.is_some() { "https" } else { "http" };

@@ -5,6 +5,7 @@ mod bad_input;
 mod client_auth;
 mod exchange;
 mod feed;
+mod floods;
 mod grpc_api;
 mod interop;
 mod keys_and_tokens;
