@@ -10,4 +10,5 @@ mod grpc_api;
 mod interop;
 mod keys_and_tokens;
 mod operations;
+mod secrets;
 mod token_flow;
