@@ -6,7 +6,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, jwk::Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, jwk::Jwk};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -119,11 +119,56 @@ pub fn thumbprint(jwk: &Value) -> anyhow::Result<String> {
     Ok(b64(&Sha256::digest(&canonical)))
 }
 
+/// A private key parsed once, ready to sign. (jsonwebtoken's `encode` rebuilds its signer from
+/// DER on every call — for Ed25519 that re-derives the expanded key and the public point, about
+/// as much work again as the signature itself.)
+pub enum PreparedSigner {
+    Ed25519(ed25519_dalek::SigningKey),
+    P256(p256::ecdsa::SigningKey),
+    Rsa(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>),
+}
+
+impl PreparedSigner {
+    fn from_der(alg: SigningAlg, der: &[u8]) -> anyhow::Result<Self> {
+        Ok(match alg {
+            SigningAlg::EdDSA => {
+                use ed25519_dalek::pkcs8::DecodePrivateKey;
+                PreparedSigner::Ed25519(ed25519_dalek::SigningKey::from_pkcs8_der(der).context("Ed25519 key")?)
+            }
+            SigningAlg::ES256 => {
+                use p256::pkcs8::DecodePrivateKey;
+                PreparedSigner::P256(p256::ecdsa::SigningKey::from_pkcs8_der(der).context("P-256 key")?)
+            }
+            SigningAlg::RS256 => {
+                use rsa::pkcs1::DecodeRsaPrivateKey;
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(der).context("RSA key")?;
+                PreparedSigner::Rsa(Box::new(rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key)))
+            }
+        })
+    }
+
+    /// The JWS signature over `message` (RFC 7518 §3: raw r||s for ES256).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+        match self {
+            PreparedSigner::Ed25519(k) => k.sign(message).to_bytes().to_vec(),
+            PreparedSigner::P256(k) => {
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                sig.to_bytes().to_vec()
+            }
+            // Blinded (randomized) RSA signing.
+            PreparedSigner::Rsa(k) => k.sign_with_rng(&mut rand::rngs::OsRng, message).to_vec(),
+        }
+    }
+}
+
 /// A key ready to use: the signer exists only where the private part was loaded.
 pub struct LoadedKey {
     pub kid: String,
     pub alg: SigningAlg,
-    pub encoding: Option<EncodingKey>,
+    pub signer: Option<PreparedSigner>,
+    /// base64url of this key's JWT header `{"typ":"at+jwt","alg":…,"kid":…}`, made once.
+    pub header_b64: String,
     pub decoding: DecodingKey,
     /// Public JWK as published in JWKS (with kid, alg, use).
     pub jwk: Value,
@@ -160,16 +205,14 @@ impl LoadedKey {
         obj.insert("use".into(), json!("sig"));
         let parsed: Jwk = serde_json::from_value(jwk.clone()).context("parse JWK")?;
         let decoding = DecodingKey::from_jwk(&parsed).context("load public key")?;
-        let encoding = private_der.map(|der| match alg {
-            SigningAlg::EdDSA => EncodingKey::from_ed_der(der),
-            SigningAlg::ES256 => EncodingKey::from_ec_der(der),
-            SigningAlg::RS256 => EncodingKey::from_rsa_der(der),
-        });
-        Ok(Self { kid: kid.to_owned(), alg, encoding, decoding, jwk, activates_at, retired_at })
+        let signer = private_der.map(|der| PreparedSigner::from_der(alg, der)).transpose()?;
+        let header = json!({"typ": "at+jwt", "alg": alg.as_str(), "kid": kid});
+        let header_b64 = b64(&serde_json::to_vec(&header)?);
+        Ok(Self { kid: kid.to_owned(), alg, signer, header_b64, decoding, jwk, activates_at, retired_at })
     }
 
     pub fn can_sign_at(&self, now_secs: i64) -> bool {
-        self.encoding.is_some() && self.activates_at <= now_secs && self.retired_at.is_none_or(|r| r > now_secs)
+        self.signer.is_some() && self.activates_at <= now_secs && self.retired_at.is_none_or(|r| r > now_secs)
     }
 }
 
