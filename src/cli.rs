@@ -167,6 +167,9 @@ pub struct ServeArgs {
     /// Operations listener: /healthz, /readyz, /metrics. Keep it off the public network.
     #[arg(long, env = "TESSERA_OPS_ADDR", default_value = "127.0.0.1:9090")]
     pub ops_addr: String,
+    /// Milliseconds a throttled authentication attempt waits before its 429 (tarpit; 0 = none).
+    #[arg(long, env = "TESSERA_THROTTLE_DELAY_MS", default_value_t = 1000)]
+    pub throttle_delay_ms: u64,
     /// Open connections at most, per listener.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -385,6 +388,7 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
     settings.access_token_ttl = args.access_token_ttl;
     settings.user_token_ttl = args.user_token_ttl;
     settings.audit = args.audit == Switch::On;
+    settings.throttle_delay = std::time::Duration::from_millis(args.throttle_delay_ms);
     settings.key_prepublish_secs = args.key_prepublish_secs.max(0);
     if settings.key_prepublish_secs < 300 {
         tracing::warn!(

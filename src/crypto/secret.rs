@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -38,10 +39,16 @@ pub struct Busy;
 /// flood cannot queue unbounded work (each run needs ~19 MiB while it runs).
 pub const MAX_WAITING: usize = 64;
 
+/// argon2 working memory, reused: one buffer per permit instead of a fresh 19 MiB allocation
+/// per verification (which the allocator keeps around per thread, growing the process by
+/// hundreds of MiB under load).
+type Memory = Vec<Block>;
+
 #[derive(Clone)]
 pub struct SecretHasher {
     permits: Arc<Semaphore>,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
+    memory: Arc<std::sync::Mutex<Vec<Memory>>>,
     /// Verified against when the client or secret id is unknown, so that costs a real argon2 run.
     dummy_hash: Arc<String>,
 }
@@ -53,6 +60,7 @@ impl SecretHasher {
         Ok(Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            memory: Arc::new(std::sync::Mutex::new(Vec::new())),
             dummy_hash: Arc::new(dummy_hash),
         })
     }
@@ -80,10 +88,15 @@ impl SecretHasher {
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
+        let pool = Arc::clone(&self.memory);
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash unreadable: {e}"))?;
-            Ok::<_, anyhow::Error>(Argon2::default().verify_password(presented.as_bytes(), &parsed).is_ok())
+            let mut memory = pool.lock().map(|mut p| p.pop()).unwrap_or(None).unwrap_or_default();
+            let result = verify_with_memory(&hash, presented.as_bytes(), &mut memory);
+            if let Ok(mut p) = pool.lock() {
+                p.push(memory);
+            }
+            result
         })
         .await
         .context("verify task")??;
@@ -94,6 +107,36 @@ impl SecretHasher {
     pub fn available_permits(&self) -> usize {
         self.permits.available_permits()
     }
+}
+
+/// Verifies `presented` against a PHC argon2 string, computing into `memory` (grown as needed
+/// and kept for the next call); the final comparison is constant-time.
+fn verify_with_memory(stored: &str, presented: &[u8], memory: &mut Memory) -> anyhow::Result<bool> {
+    let parsed = PasswordHash::new(stored).map_err(|e| anyhow::anyhow!("stored hash unreadable: {e}"))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+    let mut salt_buf = [0u8; 64];
+    let salt = parsed
+        .salt
+        .context("stored hash has no salt")?
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| anyhow::anyhow!("stored hash salt: {e}"))?;
+    let expected = parsed.hash.context("stored hash has no output")?;
+    let expected = expected.as_bytes();
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = [0u8; 64];
+    let out = out.get_mut(..expected.len()).context("stored hash output too long")?;
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(presented, salt, out, &mut memory[..blocks])
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+    Ok(out.ct_eq(expected).into())
 }
 
 /// argon2id with the crate defaults (m=19456 KiB, t=2, p=1: OWASP's recommendation).

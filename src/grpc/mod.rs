@@ -21,17 +21,27 @@ pub mod pb {
 /// Largest request message accepted; OAuth requests are tiny.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The one `authorization` entry of the call's metadata. Several are refused rather than the
+/// first taken, as on REST (a client MUST NOT use more than one authentication method, RFC 6749
+/// §2.3), so a proxy and a client cannot disagree on who is calling.
+fn authorization<T>(req: &Request<T>) -> Result<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>, Error> {
+    let mut values = req.metadata().get_all("authorization").iter();
+    let value = values.next().ok_or(Error::InvalidClient)?;
+    if values.next().is_some() {
+        return Err(Error::invalid_request("more than one authorization entry"));
+    }
+    Ok(value)
+}
+
 /// `authorization: Basic base64(client_id:client_secret)` from the call's metadata.
 pub fn credentials<T>(req: &Request<T>) -> Result<ClientCredentials, Error> {
-    let value = req.metadata().get("authorization").ok_or(Error::InvalidClient)?;
-    let text = value.to_str().map_err(|_| Error::InvalidClient)?;
+    let text = authorization(req)?.to_str().map_err(|_| Error::InvalidClient)?;
     Ok(parse_basic_authorization(text)?.from(req.remote_addr().map(|a| a.ip())))
 }
 
 /// For ExchangeForUser: `Basic` credentials, or `Bearer <the caller's own client access token>`.
 pub fn exchange_auth<T>(req: &Request<T>) -> Result<ExchangeAuth, Error> {
-    let value = req.metadata().get("authorization").ok_or(Error::InvalidClient)?;
-    let text = value.to_str().map_err(|_| Error::InvalidClient)?.trim();
+    let text = authorization(req)?.to_str().map_err(|_| Error::InvalidClient)?.trim();
     match text.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(ExchangeAuth { credentials: None, actor_token: Some(token.trim().to_owned()) })

@@ -1,7 +1,10 @@
 //! Reading a request: the form body (size-limited, content type checked) and the client's
 //! credentials by `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1).
-use axum::body::Body;
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody as _};
 use axum::http::{HeaderMap, header};
+use futures::StreamExt as _;
 
 use super::form::Form;
 use crate::domain::{Error, Result};
@@ -11,8 +14,16 @@ use crate::service::auth::parse_basic_authorization;
 /// OAuth requests are small; anything larger is refused with 413 before it is buffered.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Once the headers are in, the body must follow within this time. A stalled upload is refused
+/// well before the request timeout (which answers 503), so it holds its connection no longer.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Failure to read the body: the error plus whether it was too large (413).
 pub struct BodyError(pub Error, pub bool);
+
+fn too_large() -> BodyError {
+    BodyError(Error::invalid_request("request body too large"), true)
+}
 
 pub async fn read_form(headers: &HeaderMap, body: Body) -> std::result::Result<Form, BodyError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -20,10 +31,30 @@ pub async fn read_form(headers: &HeaderMap, body: Body) -> std::result::Result<F
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(BodyError(Error::invalid_request("Content-Type must be application/x-www-form-urlencoded"), false));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    // A declared length over the limit is refused at once, without waiting for bytes that would
+    // be refused anyway (a Content-Length of 1 GiB and nothing sent must not hold the request).
+    if body.size_hint().lower() > u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) {
+        return Err(too_large());
+    }
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
         .await
-        .map_err(|_| BodyError(Error::invalid_request("request body too large"), true))?;
+        .map_err(|_| BodyError(Error::invalid_request("request body not received in time"), false))??;
     Form::parse(&bytes).map_err(|e| BodyError(e, false))
+}
+
+/// The body, up to [`MAX_BODY_BYTES`]. Broken framing (a chunk size that is not hex, a chunk
+/// longer than announced) is a malformed request, not a large one.
+async fn read_body(body: Body) -> std::result::Result<Vec<u8>, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| BodyError(Error::invalid_request("malformed request body"), false))?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 /// Whether a 401 should carry `WWW-Authenticate`: the client used the header, or sent nothing.

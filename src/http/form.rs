@@ -24,9 +24,13 @@ pub fn decode_component(raw: &str) -> std::result::Result<String, MalformedEncod
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(MalformedEncoding)?;
-                let s = std::str::from_utf8(hex).map_err(|_| MalformedEncoding)?;
-                out.push(u8::from_str_radix(s, 16).map_err(|_| MalformedEncoding)?);
+                // Exactly two HEXDIGs (RFC 3986 §2.1). Not `from_str_radix`, which also takes a
+                // leading '+': "%+1" would decode to 0x01 instead of being malformed.
+                let hex = |j: usize| bytes.get(j).and_then(|b| char::from(*b).to_digit(16));
+                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                    return Err(MalformedEncoding);
+                };
+                out.push(u8::try_from(hi * 16 + lo).map_err(|_| MalformedEncoding)?);
                 i += 2;
             }
             b => out.push(b),
@@ -100,6 +104,10 @@ mod tests {
         assert!(f.single("audience").is_err(), "RFC 6749 §3.2: repeated");
         assert!(Form::parse(b"a=%zz").is_err());
         assert!(Form::parse(b"a=%4").is_err());
+        assert!(Form::parse(b"a=%+1").is_err(), "a sign is not a hex digit");
+        assert!(Form::parse(b"a=%+F").is_err());
+        assert!(Form::parse(b"a=% 1").is_err());
+        assert_eq!(Form::parse(b"a=%4a%4A").unwrap().single("a").unwrap(), Some("JJ"));
         assert!(Form::parse(b"a=%ff").is_err(), "invalid UTF-8 after decoding");
         assert!(Form::parse(&[b'a', b'=', 0xff]).is_err());
         assert!(Form::parse(b"=x").is_err());

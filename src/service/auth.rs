@@ -45,7 +45,14 @@ impl Tessera {
                 self.throttle.failed(&creds.client_id, creds.source, self.clock.now_ms());
                 tracing::info!(client_id = %creds.client_id.escape_debug(), "client authentication failed");
             }
-            Err(Error::Throttled { .. }) => m.throttled.inc(),
+            Err(Error::Throttled { .. }) => {
+                m.throttled.inc();
+                // Tarpit: answering a throttled attempt late slows a closed-loop flood to a
+                // trickle per connection, so it cannot take the CPU from honest clients.
+                if !self.settings.throttle_delay.is_zero() {
+                    tokio::time::sleep(self.settings.throttle_delay).await;
+                }
+            }
             Err(_) => {}
         }
         result
@@ -75,6 +82,18 @@ impl Tessera {
             // Not in memory: perhaps created a moment ago on another replica or by the CLI and
             // not yet seen through the change feed.
             None => self.store.load_client(&creds.client_id).await?.map(|c| self.clients.upsert(c)),
+        };
+        // One verification at a time per client; whoever waited may find the secret cached now.
+        let flight = entry.clone();
+        let _single_flight = match &flight {
+            Some(e) => {
+                let guard = e.verify_lock.lock().await;
+                if e.is_verified(&digest) {
+                    return if e.client.disabled { Err(Error::InvalidClient) } else { Ok(Arc::clone(e)) };
+                }
+                Some(guard)
+            }
+            None => None,
         };
         // One argon2 run whatever the case: unknown client, unknown secret id and wrong secret
         // all cost the same.

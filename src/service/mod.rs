@@ -47,6 +47,8 @@ pub struct Settings {
     pub key_prepublish_secs: i64,
     /// Automatic rotation: a new key when the newest is this old (None = manual only).
     pub key_rotation_interval: Option<Duration>,
+    /// How long a throttled authentication attempt waits before its answer (tarpit).
+    pub throttle_delay: Duration,
 }
 
 impl Settings {
@@ -62,6 +64,7 @@ impl Settings {
             change_poll_interval: Duration::from_millis(250),
             key_prepublish_secs: 600,
             key_rotation_interval: None,
+            throttle_delay: Duration::from_millis(1000),
         }
     }
 }

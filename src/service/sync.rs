@@ -39,9 +39,12 @@ impl Tessera {
         let now_ms = self.clock.now_ms();
         let mut applied = 0;
         let gaps = feed.open_gaps(now_ms);
+        // Each change is applied before the cursor moves past it: one that fails to apply (the
+        // database went away mid-sync) is read and applied again on the next call, never skipped.
+        // Every change read here is unapplied (a gap, or above the cursor); applying is idempotent.
         for change in self.store.changes_by_id(&gaps).await? {
+            self.apply(&change).await?;
             if feed.observe(change.id, now_ms) {
-                self.apply(&change).await?;
                 applied += 1;
             }
         }
@@ -62,8 +65,8 @@ impl Tessera {
             }
             let full = batch.len() as u64 == FEED_BATCH;
             for change in &batch {
+                self.apply(change).await?;
                 if feed.observe(change.id, now_ms) {
-                    self.apply(change).await?;
                     applied += 1;
                 }
             }

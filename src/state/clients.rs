@@ -26,11 +26,14 @@ pub fn secret_digest(secret: &str) -> SecretDigest {
 pub struct ClientEntry {
     pub client: Client,
     verified: RwLock<Vec<SecretDigest>>,
+    /// Serialises this client's slow path: when many requests bring the same not-yet-verified
+    /// secret at once (a restart under load), one runs argon2 and the rest find it cached.
+    pub(crate) verify_lock: tokio::sync::Mutex<()>,
 }
 
 impl ClientEntry {
     pub fn new(client: Client) -> Self {
-        Self { client, verified: RwLock::new(Vec::new()) }
+        Self { client, verified: RwLock::new(Vec::new()), verify_lock: tokio::sync::Mutex::new(()) }
     }
 
     /// Constant-time membership test against the digests verified before.

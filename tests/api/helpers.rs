@@ -82,6 +82,11 @@ impl TestDb {
             }
         }
     }
+
+    /// A database someone else owns (a private cluster, a proxy in front of one): never dropped.
+    fn external(url: String) -> Self {
+        Self { url, pg_name: None, _dir: tempfile::tempdir().expect("tempdir") }
+    }
 }
 
 impl Drop for TestDb {
@@ -121,11 +126,20 @@ pub struct Options {
     /// Serve HTTPS and gRPC over TLS with a fresh self-signed certificate.
     pub tls: bool,
     pub max_connections: usize,
+    /// How often the change feed is polled (PostgreSQL NOTIFY also wakes it).
+    pub change_poll: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { signing_alg: SigningAlg::EdDSA, access_token_ttl: 3600, issuer: None, tls: false, max_connections: 1024 }
+        Self {
+            signing_alg: SigningAlg::EdDSA,
+            access_token_ttl: 3600,
+            issuer: None,
+            tls: false,
+            max_connections: 1024,
+            change_poll: Duration::from_millis(50),
+        }
     }
 }
 
@@ -170,13 +184,25 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
     spawn_on(db, of.kek_b64.clone(), opts).await
 }
 
+/// A server on a database this harness does not own (e.g. a private PostgreSQL cluster).
+pub async fn spawn_app_on(db_url: String) -> TestApp {
+    spawn_on(Arc::new(TestDb::external(db_url)), Kek::generate().to_base64().to_string(), Options::default()).await
+}
+
+/// Another replica of `of` (same key-encryption key and issuer) that reaches the database
+/// through `db_url`, e.g. a proxy in front of `of`'s database.
+pub async fn spawn_replica_via(of: &TestApp, db_url: String, opts: Options) -> TestApp {
+    let opts = Options { issuer: Some(of.core.settings.issuer.clone()), ..opts };
+    spawn_on(Arc::new(TestDb::external(db_url)), of.kek_b64.clone(), opts).await
+}
+
 async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
     init_tracing();
     let clock = Arc::new(ManualClock::new(tessera::clock::SystemClock.now_ms()));
     let mut settings = Settings::new(String::new());
     settings.signing_alg = opts.signing_alg;
     settings.access_token_ttl = opts.access_token_ttl;
-    settings.change_poll_interval = Duration::from_millis(50);
+    settings.change_poll_interval = opts.change_poll;
     let certs = tempfile::tempdir().expect("tempdir");
     let mut ca_pem = None;
     let tls = if opts.tls {

@@ -7,6 +7,7 @@ mod exchange;
 mod feed;
 mod floods;
 mod grpc_api;
+mod hostile;
 mod interop;
 mod keys_and_tokens;
 mod operations;
