@@ -117,6 +117,19 @@ impl From<sea_orm::DbErr> for Error {
         use sea_orm::DbErr;
         match &err {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Error::Unavailable(err.into()),
+            DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+                if e.as_database_error().and_then(|d| d.code()).is_some_and(|c| {
+                    // PostgreSQL: connection exceptions (08…), operator intervention (57P01 admin
+                    // shutdown, 57P02 crash shutdown, 57P03 cannot connect now), too many
+                    // connections (53300). SQLite: busy (5) and locked (6) incl. extended codes.
+                    c.starts_with("08") || c.starts_with("57P") || c == "53300" || {
+                        let n: i64 = c.parse().unwrap_or(-1);
+                        n >= 0 && (n & 0xff == 5 || n & 0xff == 6)
+                    }
+                }) =>
+            {
+                Error::Unavailable(err.into())
+            }
             _ => {
                 // sqlx reports a dropped or refused connection as an I/O error inside Exec/Query.
                 let text = err.to_string();

@@ -111,8 +111,17 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            commit(&store, &mut batch).await;
+        if !batch.is_empty() && !commit(&store, &mut batch).await {
+            // The database is unreachable: everything that queued while this batch failed would
+            // fail the same way; answer it now rather than after one more timeout each.
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Record(p) => {
+                        let _ = p.done.send(Err("database unreachable".into()));
+                    }
+                    Msg::Flush(done) => flushes.push(done),
+                }
+            }
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -120,11 +129,13 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-async fn commit(store: &Store, batch: &mut Vec<Pending>) {
+/// Returns false when the database could not be reached.
+async fn commit(store: &Store, batch: &mut Vec<Pending>) -> bool {
     let records: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
     let started = std::time::Instant::now();
     let mut result = store.insert_audit(&records).await;
-    if result.is_err() {
+    let unreachable = result.as_ref().is_err_and(|e| matches!(Error::from(e.clone()), Error::Unavailable(_)));
+    if result.is_err() && !unreachable {
         // One retry after a pause rides out a brief database hiccup.
         tokio::time::sleep(Duration::from_millis(100)).await;
         result = store.insert_audit(&records).await;
@@ -136,7 +147,9 @@ async fn commit(store: &Store, batch: &mut Vec<Pending>) {
     if let Err(e) = &outcome {
         tracing::error!(error = %e, records = records.len(), "audit batch not written");
     }
+    let ok = outcome.is_ok();
     for p in batch.drain(..) {
         let _ = p.done.send(outcome.clone());
     }
+    ok || !unreachable
 }

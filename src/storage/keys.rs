@@ -9,6 +9,19 @@ use super::entities::signing_keys;
 pub use signing_keys::Model as StoredKey;
 
 impl Store {
+    /// A transaction that reads and then writes: on SQLite it takes the write lock at BEGIN
+    /// (IMMEDIATE), so it waits for other writers (busy timeout) instead of failing to upgrade.
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        if self.is_postgres() {
+            return self.db().begin().await;
+        }
+        let opts = sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        self.db().begin_with_options(opts).await
+    }
+
     pub async fn load_keys(&self) -> Result<Vec<StoredKey>, DbErr> {
         signing_keys::Entity::find().order_by_asc(signing_keys::Column::ActivatesAt).all(self.db()).await
     }
@@ -17,7 +30,7 @@ impl Store {
     /// Replicas starting together on one PostgreSQL serialise on a table lock, so exactly one
     /// first key is made.
     pub async fn insert_first_key(&self, key: StoredKey, now_ms: i64) -> Result<bool, DbErr> {
-        let txn = self.db().begin().await?;
+        let txn = self.begin_write().await?;
         if self.is_postgres() {
             txn.execute_unprepared("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE").await?;
         }
@@ -59,7 +72,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, DbErr> {
         let now = now_ms / 1000;
-        let txn = self.db().begin().await?;
+        let txn = self.begin_write().await?;
         if self.is_postgres() {
             txn.execute_unprepared("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE").await?;
         }
