@@ -42,7 +42,8 @@ fn check_validators(raw: &str) {
 fn check_scope(raw: &str) {
     let tokens: std::collections::BTreeSet<&str> = raw.split(' ').filter(|t| !t.is_empty()).collect();
     let token_ok = |t: &str| {
-        t.len() <= MAX_SCOPE_TOKEN_LEN && t.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        t.len() <= MAX_SCOPE_TOKEN_LEN
+            && t.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
     };
     let ok = tokens.len() <= MAX_SCOPES && tokens.iter().all(|t| token_ok(t));
     let parsed = ScopeSet::parse(raw);
@@ -89,7 +90,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(form.single("actor_token_type").ok().flatten(), Some(TOKEN_TYPE_ACCESS_TOKEN));
         }
         None => {
-            assert!(matches!(form.single("actor_token"), Ok(None)) && matches!(form.single("actor_token_type"), Ok(None)));
+            assert!(
+                matches!(form.single("actor_token"), Ok(None)) && matches!(form.single("actor_token_type"), Ok(None))
+            );
         }
     }
     match &auth.credentials {

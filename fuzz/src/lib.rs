@@ -1,13 +1,11 @@
 //! Shared pieces of the fuzz targets: a readable request format for the inputs, and small
 //! reference implementations that the library is compared with.
-use std::sync::OnceLock;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use tessera::domain::Error;
-use tessera::http::form::{Form, MAX_PARAMS, decode_component};
+use tessera::http::form::{Form, MAX_PARAMS};
 
 /// Every parameter name the endpoints read.
 pub const KNOWN_NAMES: &[&str] = &[
@@ -186,7 +184,10 @@ impl AuthHeader<'_> {
 
 /// The OAuth error codes a malformed request or failed client authentication may produce.
 pub fn assert_request_error(e: &Error, what: &str) {
-    assert!(matches!(e.code(), "invalid_request" | "invalid_client" | "invalid_scope"), "{what}: unexpected error {e:?}");
+    assert!(
+        matches!(e.code(), "invalid_request" | "invalid_client" | "invalid_scope"),
+        "{what}: unexpected error {e:?}"
+    );
 }
 
 /// A strict decoder of one form component, written from the spec rather than from the library:
@@ -230,16 +231,6 @@ pub fn reference_form(body: &[u8]) -> Option<Vec<(String, String)>> {
         }
     }
     (pairs.len() <= MAX_PARAMS).then_some(pairs)
-}
-
-/// KNOWN LIBRARY BUG (reported, not fixed here): `decode_component` reads the two characters
-/// after '%' with `u8::from_str_radix`, which accepts a leading '+', so "%+1" decodes to U+0001
-/// instead of being refused. While the library still does this, inputs containing "%+" are not
-/// compared with the strict reference; once it is fixed, the comparison covers them with no
-/// change here.
-pub fn known_plus_sign_divergence(input: &[u8]) -> bool {
-    static LENIENT: OnceLock<bool> = OnceLock::new();
-    *LENIENT.get_or_init(|| decode_component("%+1").is_ok()) && input.windows(2).any(|w| w == b"%+")
 }
 
 /// Checks what `single`, `required`, `all` and `has` say about one name against each other.
