@@ -42,7 +42,7 @@ impl Tessera {
             }
             Err(Error::InvalidClient) => {
                 m.auth_failures.inc();
-                self.throttle.failed(&creds.client_id, creds.source, self.clock.now_ms());
+                self.throttle.failed(self.attempt_of(creds), self.clock.now_ms());
                 tracing::info!(client_id = %creds.client_id.escape_debug(), "client authentication failed");
             }
             Err(Error::Throttled { .. }) => {
@@ -56,6 +56,19 @@ impl Tessera {
             Err(_) => {}
         }
         result
+    }
+
+    /// Who a (failed or coming) attempt is charged to: a real secret id of a client this replica
+    /// knows, or a guess.
+    fn attempt_of<'a>(&self, creds: &'a ClientCredentials) -> crate::service::throttle::Attempt<'a> {
+        use crate::service::throttle::Attempt;
+        let known = secret_id_of(&creds.secret).filter(|sid| {
+            self.clients.get(&creds.client_id).is_some_and(|e| e.client.secrets.iter().any(|s| s.secret_id == *sid))
+        });
+        match known {
+            Some(secret_id) => Attempt::KnownSecret { client_id: &creds.client_id, secret_id },
+            None => Attempt::Guess { client_id: &creds.client_id, source: creds.source },
+        }
     }
 
     async fn authenticate_inner(&self, creds: &ClientCredentials) -> Result<Arc<ClientEntry>> {
@@ -74,7 +87,7 @@ impl Tessera {
         m.credential_cache.with_label_values(&["miss"]).inc();
         // The slow path, guarded: a flood of wrong secrets is refused here, before any database
         // read or argon2 run.
-        if let Some(retry_after_secs) = self.throttle.check(&creds.client_id, creds.source, self.clock.now_ms()) {
+        if let Some(retry_after_secs) = self.throttle.check(self.attempt_of(creds), self.clock.now_ms()) {
             return Err(Error::Throttled { retry_after_secs });
         }
         let entry = match cached {

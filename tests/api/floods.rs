@@ -101,3 +101,21 @@ async fn oversized_headers_are_refused() {
     assert_eq!(resp.status(), 431);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_request");
 }
+
+#[tokio::test]
+async fn a_guessing_flood_cannot_lock_out_a_real_secret_not_yet_cached() {
+    let app = spawn_app(Db::Sqlite).await;
+    // Created, never used: this replica has not verified (cached) its secret yet.
+    let honest = app.create_client("honest", "x", &[]).await;
+    let mut throttled = 0;
+    for i in 0..100 {
+        let guess = TestClient { id: honest.id.clone(), secret: format!("{i:016x}.guess") };
+        if app.token(&guess, None).await.status() == 429 {
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 50, "the guesses were throttled ({throttled})");
+    // Same client id, same address, during the flood: the real secret still gets in.
+    assert_eq!(app.token(&honest, None).await.status(), 200);
+    assert!(app.grpc_token(&honest, &[]).await.is_ok());
+}
