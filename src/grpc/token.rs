@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, token_service_server::TokenService};
 use super::status::to_status;
 use crate::domain::{Actor, Error, ScopeSet};
-use crate::service::{ExchangeRequest, Introspection, IssueRequest, SubjectRef, Tessera};
+use crate::service::{ExchangeRequest, Introspection, IssueRequest, IssuedToken, SubjectRef, Tessera};
 
 use crate::service::exchange::TOKEN_TYPE_ACCESS_TOKEN;
 
@@ -30,6 +30,17 @@ pub fn scope_of(scopes: &[String]) -> Result<Option<ScopeSet>, Error> {
     ScopeSet::from_tokens(scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty())).map(Some)
 }
 
+/// RFC 8693-style response for both issuance and exchange.
+fn token_response(t: IssuedToken) -> pb::TokenResponse {
+    pb::TokenResponse {
+        access_token: t.access_token,
+        token_type: "Bearer".into(),
+        expires_in: t.expires_in,
+        scope: t.scope.to_vec(),
+        issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+    }
+}
+
 fn actor_pb(a: &Actor) -> pb::Actor {
     pb::Actor { sub: a.sub.clone(), act: a.act.as_deref().map(|inner| Box::new(actor_pb(inner))) }
 }
@@ -48,13 +59,7 @@ impl TokenService for TokenApi {
         }
         .await;
         let t = result.map_err(|e| to_status(e, "IssueToken"))?;
-        Ok(Response::new(pb::TokenResponse {
-            access_token: t.access_token,
-            token_type: "Bearer".into(),
-            expires_in: t.expires_in,
-            scope: t.scope.to_vec(),
-            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
-        }))
+        Ok(Response::new(token_response(t)))
     }
 
     async fn exchange_for_user(
@@ -83,13 +88,7 @@ impl TokenService for TokenApi {
         }
         .await;
         let t = result.map_err(|e| to_status(e, "ExchangeForUser"))?;
-        Ok(Response::new(pb::TokenResponse {
-            access_token: t.access_token,
-            token_type: "Bearer".into(),
-            expires_in: t.expires_in,
-            scope: t.scope.to_vec(),
-            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
-        }))
+        Ok(Response::new(token_response(t)))
     }
 
     async fn introspect(

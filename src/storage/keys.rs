@@ -8,6 +8,18 @@ use super::entities::signing_keys;
 
 pub use signing_keys::Model as StoredKey;
 
+fn key_row(key: StoredKey) -> signing_keys::ActiveModel {
+    signing_keys::ActiveModel {
+        kid: Set(key.kid),
+        alg: Set(key.alg),
+        public_jwk: Set(key.public_jwk),
+        private_key_enc: Set(key.private_key_enc),
+        created_at: Set(key.created_at),
+        activates_at: Set(key.activates_at),
+        retired_at: Set(key.retired_at),
+    }
+}
+
 impl Store {
     /// A transaction that reads and then writes: on SQLite it takes the write lock at BEGIN
     /// (IMMEDIATE), so it waits for other writers (busy timeout) instead of failing to upgrade.
@@ -38,16 +50,7 @@ impl Store {
         if existing.iter().any(|k| k.retired_at.is_none()) {
             return Ok(false);
         }
-        let row = signing_keys::ActiveModel {
-            kid: Set(key.kid),
-            alg: Set(key.alg),
-            public_jwk: Set(key.public_jwk),
-            private_key_enc: Set(key.private_key_enc),
-            created_at: Set(key.created_at),
-            activates_at: Set(key.activates_at),
-            retired_at: Set(key.retired_at),
-        };
-        signing_keys::Entity::insert(row).exec_without_returning(&txn).await?;
+        signing_keys::Entity::insert(key_row(key)).exec_without_returning(&txn).await?;
         record(&txn, ChangeKind::Keys, "", now_ms).await?;
         self.notify(&txn).await?;
         txn.commit().await?;
@@ -93,16 +96,7 @@ impl Store {
             .filter(signing_keys::Column::RetiredAt.lt(now - PUBLISH_AFTER_RETIRE_SECS))
             .exec(&txn)
             .await?;
-        let row = signing_keys::ActiveModel {
-            kid: Set(key.kid),
-            alg: Set(key.alg),
-            public_jwk: Set(key.public_jwk),
-            private_key_enc: Set(key.private_key_enc),
-            created_at: Set(key.created_at),
-            activates_at: Set(key.activates_at),
-            retired_at: Set(None),
-        };
-        signing_keys::Entity::insert(row).exec_without_returning(&txn).await?;
+        signing_keys::Entity::insert(key_row(key)).exec_without_returning(&txn).await?;
         record(&txn, ChangeKind::Keys, "", now_ms).await?;
         self.notify(&txn).await?;
         txn.commit().await?;
