@@ -43,7 +43,12 @@ impl Tessera {
             Err(Error::InvalidClient) => {
                 m.auth_failures.inc();
                 self.throttle.failed(self.attempt_of(creds), self.clock.now_ms());
-                tracing::info!(client_id = %creds.client_id.escape_debug(), "client authentication failed");
+                // Only the id of a client that exists reaches the log: a misconfigured partner may
+                // put its secret (or a token) in the id field, and those look like ids.
+                match self.clients.get(&creds.client_id) {
+                    Some(e) => tracing::info!(client_id = %e.client.client_id, "client authentication failed"),
+                    None => tracing::info!("client authentication failed (unknown client_id)"),
+                }
             }
             Err(Error::Throttled { .. }) => {
                 m.throttled.inc();
@@ -65,9 +70,13 @@ impl Tessera {
         let known = secret_id_of(&creds.secret).filter(|sid| {
             self.clients.get(&creds.client_id).is_some_and(|e| e.client.secrets.iter().any(|s| s.secret_id == *sid))
         });
+        // A malformed id is never a throttle key (it could be anything, even a secret): such
+        // guesses share one key and are charged to their source address.
+        let client_id =
+            if ClientId::parse(&creds.client_id).is_ok() { creds.client_id.as_str() } else { "<malformed>" };
         match known {
-            Some(secret_id) => Attempt::KnownSecret { client_id: &creds.client_id, secret_id },
-            None => Attempt::Guess { client_id: &creds.client_id, source: creds.source },
+            Some(secret_id) => Attempt::KnownSecret { client_id, secret_id },
+            None => Attempt::Guess { client_id, source: creds.source },
         }
     }
 

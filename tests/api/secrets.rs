@@ -77,6 +77,9 @@ async fn no_secret_or_token_reaches_logs_errors_or_audit() {
             .unwrap(),
     );
     bodies.push(app.token(&partner, Some("nope")).await.text().await.unwrap());
+    // A misconfigured partner sending its secret as the client id (it looks like an id).
+    let swapped = TestClient { id: partner.secret.clone(), secret: partner.id.clone() };
+    bodies.push(app.token(&swapped, None).await.text().await.unwrap());
 
     // Exchange (basic and actor token), re-exchange, bad subject tokens.
     let r = app
