@@ -57,6 +57,30 @@ async fn read_body(body: Body) -> std::result::Result<Vec<u8>, BodyError> {
     Ok(buf)
 }
 
+/// What every OAuth endpoint starts with: the headers, the parsed form, whether a 401 should
+/// carry a challenge, and the peer address (for throttling). Body errors are answered here.
+pub struct OAuthForm {
+    pub headers: HeaderMap,
+    pub form: Form,
+    pub challenge: bool,
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for OAuthForm {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: axum::extract::Request, _state: &S) -> std::result::Result<Self, Self::Rejection> {
+        let source = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+            .map(|axum::extract::ConnectInfo(crate::tls::Peer(peer))| peer.ip());
+        let (parts, body) = req.into_parts();
+        let form = read_form(&parts.headers, body).await.map_err(|e| super::body_error(e, parts.uri.path()))?;
+        let challenge = wants_challenge(&parts.headers, Some(&form));
+        Ok(Self { headers: parts.headers, form, challenge, source })
+    }
+}
+
 /// Whether a 401 should carry `WWW-Authenticate`: the client used the header, or sent nothing.
 pub fn wants_challenge(headers: &HeaderMap, form: Option<&Form>) -> bool {
     headers.contains_key(header::AUTHORIZATION) || !form.is_some_and(|f| f.has("client_secret"))

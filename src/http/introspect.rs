@@ -2,18 +2,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::auth::{client_credentials, read_form, wants_challenge};
+use super::auth::{OAuthForm, client_credentials};
 use super::error::error_response;
 use super::token::no_store;
 use crate::domain::{Actor, Audience};
 use crate::service::{Introspection, Tessera};
-use crate::tls::Peer;
 
 #[derive(Serialize)]
 struct IntrospectBody<'a> {
@@ -60,19 +58,9 @@ const INACTIVE: IntrospectBody<'static> = IntrospectBody {
     account: None,
 };
 
-pub async fn introspect(
-    State(core): State<Arc<Tessera>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let source = Some(peer.ip());
+pub async fn introspect(State(core): State<Arc<Tessera>>, req: OAuthForm) -> Response {
+    let OAuthForm { headers, form, challenge, source } = req;
     let now = core.now_ms();
-    let form = match read_form(&headers, body).await {
-        Ok(f) => f,
-        Err(e) => return super::body_error(e, "introspect"),
-    };
-    let challenge = wants_challenge(&headers, Some(&form));
     let result = async {
         let token = form.required("token")?;
         // token_type_hint is advisory (RFC 7662 §2.1); we have one token type.
@@ -106,19 +94,9 @@ pub async fn introspect(
     }
 }
 
-pub async fn revoke(
-    State(core): State<Arc<Tessera>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let source = Some(peer.ip());
+pub async fn revoke(State(core): State<Arc<Tessera>>, req: OAuthForm) -> Response {
+    let OAuthForm { headers, form, challenge, source } = req;
     let now = core.now_ms();
-    let form = match read_form(&headers, body).await {
-        Ok(f) => f,
-        Err(e) => return super::body_error(e, "revoke"),
-    };
-    let challenge = wants_challenge(&headers, Some(&form));
     let result = async {
         let token = form.required("token")?;
         // An unknown hint is ignored: RFC 7009 §2.1 says to search all token types.

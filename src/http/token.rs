@@ -2,19 +2,17 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::auth::{client_credentials, read_form, wants_challenge};
+use super::auth::{OAuthForm, client_credentials};
 use super::error::error_response;
 use super::form::Form;
 use crate::domain::{Error, Result, ScopeSet};
 use crate::service::exchange::TOKEN_TYPE_USER_ID;
 use crate::service::{ExchangeAuth, ExchangeRequest, IssueRequest, IssuedToken, SubjectRef, Tessera};
-use crate::tls::Peer;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -59,20 +57,9 @@ pub fn requested_scope(form: &Form) -> Result<Option<ScopeSet>> {
     form.single("scope")?.map(ScopeSet::parse).transpose()
 }
 
-pub async fn token(
-    State(core): State<Arc<Tessera>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let source = Some(peer.ip());
-    let now = core.now_ms();
-    let form = match read_form(&headers, body).await {
-        Ok(f) => f,
-        Err(e) => return super::body_error(e, "token"),
-    };
-    let challenge = wants_challenge(&headers, Some(&form));
-    match handle(&core, &headers, &form, now, source).await {
+pub async fn token(State(core): State<Arc<Tessera>>, req: OAuthForm) -> Response {
+    let OAuthForm { headers, form, challenge, source } = req;
+    match handle(&core, &headers, &form, core.now_ms(), source).await {
         Ok(resp) => resp,
         Err(e) => error_response(e, challenge, "token"),
     }
