@@ -18,8 +18,9 @@ RUN mkdir -p src migrations/src \
  && touch migrations/src/lib.rs \
  && cargo fetch --locked
 
-# The sources. Protos compile with protox (pure Rust, no protoc); the bundled SQLite is
-# C code built by the cc crate with the image's gcc.
+# The sources. Protos compile with protox (pure Rust, no protoc); the bundled SQLite, AWS-LC
+# (token signing) and mimalloc are C (and, for AWS-LC, assembly) built by the cc crate with the
+# image's gcc: no cmake, Go or NASM needed on Linux.
 COPY build.rs ./
 COPY proto proto
 COPY migrations migrations

@@ -85,9 +85,16 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("tessera"))
 }
 
+/// The target of the per-request spans. They feed OpenTelemetry traces; the default log filter
+/// leaves them out of the logs, where formatting two spans per request cost about 15% of the
+/// server's CPU. `TESSERA_LOG=info` puts them back (each log line then carries its request).
+pub const SPAN_TARGET: &str = "tessera::trace";
+
 fn env_filter() -> EnvFilter {
     EnvFilter::try_from_env("TESSERA_LOG").or_else(|_| EnvFilter::try_from_default_env()).unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn,opentelemetry=warn")
+        EnvFilter::new(
+            "info,tessera::trace=off,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn,opentelemetry=warn",
+        )
     })
 }
 
@@ -264,6 +271,7 @@ where
             Transport::Grpc => grpc_operation(path),
         };
         let span = tracing::info_span!(
+            target: SPAN_TARGET,
             "request",
             otel.name = operation,
             otel.kind = "server",
@@ -273,7 +281,9 @@ where
             grant_type = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let _ = span.set_parent(parent_context(req.headers()));
+        if !span.is_disabled() {
+            let _ = span.set_parent(parent_context(req.headers()));
+        }
         let start = Instant::now();
         let fut = {
             let _entered = span.enter();

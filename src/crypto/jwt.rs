@@ -19,7 +19,7 @@ pub fn sign(claims: &AccessClaims, key: &LoadedKey) -> anyhow::Result<String> {
     token.push_str(&key.header_b64);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-    let signature = signer.sign(token.as_bytes());
+    let signature = signer.sign(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
     Ok(token)

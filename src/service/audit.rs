@@ -10,7 +10,7 @@ use crate::storage::Store;
 use crate::storage::audit::AuditRecord;
 
 /// Largest group written in one transaction.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = crate::storage::audit::MAX_GROUP;
 /// Records queued at most; a full queue makes callers wait (back-pressure), never drops.
 const QUEUE: usize = 8192;
 
@@ -98,20 +98,23 @@ impl Audit {
 }
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut group = Group::default();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Record(p) => batch.push(p),
+                Msg::Record(p) => {
+                    group.records.push(p.record);
+                    group.waiting.push(p.done);
+                }
                 Msg::Flush(done) => flushes.push(done),
             }
-            if batch.len() < MAX_BATCH {
+            if group.records.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() && !commit(&store, &mut batch).await {
+        if !group.records.is_empty() && !commit(&store, &mut group).await {
             // The database is unreachable: everything that queued while this batch failed would
             // fail the same way; answer it now rather than after one more timeout each.
             while let Ok(msg) = rx.try_recv() {
@@ -129,16 +132,23 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
+/// The records of one group commit and the callers waiting for it, in the same order.
+#[derive(Default)]
+struct Group {
+    records: Vec<AuditRecord>,
+    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
 /// Returns false when the database could not be reached.
-async fn commit(store: &Store, batch: &mut Vec<Pending>) -> bool {
-    let records: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
+async fn commit(store: &Store, group: &mut Group) -> bool {
+    let records = &group.records;
     let started = std::time::Instant::now();
-    let mut result = store.insert_audit(&records).await;
+    let mut result = store.insert_audit(records).await;
     let unreachable = result.as_ref().is_err_and(|e| matches!(Error::from(e.clone()), Error::Unavailable(_)));
     if result.is_err() && !unreachable {
         // One retry after a pause rides out a brief database hiccup.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        result = store.insert_audit(&records).await;
+        result = store.insert_audit(records).await;
     }
     let m = &crate::metrics::METRICS;
     m.audit_batch_size.observe(records.len() as f64);
@@ -148,8 +158,9 @@ async fn commit(store: &Store, batch: &mut Vec<Pending>) -> bool {
         tracing::error!(error = %e, records = records.len(), "audit batch not written");
     }
     let ok = outcome.is_ok();
-    for p in batch.drain(..) {
-        let _ = p.done.send(outcome.clone());
+    group.records.clear();
+    for done in group.waiting.drain(..) {
+        let _ = done.send(outcome.clone());
     }
     ok || !unreachable
 }

@@ -89,7 +89,7 @@ impl Tessera {
     }
 
     /// Exchanges, and records the outcome (allowed or denied) in the audit trail before returning.
-    #[tracing::instrument(skip_all, fields(client_id = %caller.client.client.client_id))]
+    #[tracing::instrument(target = "tessera::trace", skip_all, fields(client_id = %caller.client.client.client_id))]
     pub async fn exchange_for_user(
         &self,
         caller: &ExchangeCaller,

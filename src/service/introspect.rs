@@ -19,7 +19,7 @@ pub enum Introspection {
 }
 
 impl Tessera {
-    #[tracing::instrument(skip_all, fields(client_id = %caller.client.client_id))]
+    #[tracing::instrument(target = "tessera::trace", skip_all, fields(client_id = %caller.client.client_id))]
     pub async fn introspect(&self, caller: &ClientEntry, token: &str, now_ms: i64) -> Introspection {
         let Ok(verified) = self.verify_token(token, now_ms.div_euclid(1000)) else {
             return Introspection::Inactive;

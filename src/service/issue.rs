@@ -25,7 +25,7 @@ pub struct IssuedToken {
 
 impl Tessera {
     /// Issues, and records the outcome in the audit trail before returning.
-    #[tracing::instrument(skip_all, fields(client_id = %caller.client.client_id))]
+    #[tracing::instrument(target = "tessera::trace", skip_all, fields(client_id = %caller.client.client_id))]
     pub async fn issue_client_token(
         &self,
         caller: &ClientEntry,

@@ -7,7 +7,7 @@ use crate::storage::audit::AuditRecord;
 use crate::storage::revocations::Revocation;
 
 impl Tessera {
-    #[tracing::instrument(skip_all, fields(client_id = %caller.client.client_id))]
+    #[tracing::instrument(target = "tessera::trace", skip_all, fields(client_id = %caller.client.client_id))]
     pub async fn revoke(&self, caller: &ClientEntry, token: &str, now_ms: i64) -> Result<()> {
         let now = now_ms.div_euclid(1000);
         // RFC 7009 §2.2: an invalid or unknown token is not an error.
@@ -37,7 +37,7 @@ impl Tessera {
         }
         let r = Revocation { jti: claims.jti.clone(), client_id: claims.client_id.clone(), expires_at: claims.exp };
         self.store.insert_revocation(&r, now_ms).await?;
-        self.revocations.insert(r.jti, r.expires_at);
+        self.revocations.insert(&r.jti, r.expires_at);
         self.audit.record(record).await?;
         tracing::info!(jti = %claims.jti, "token revoked");
         Ok(())

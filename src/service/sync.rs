@@ -14,12 +14,22 @@ impl Tessera {
         // Read the cursor first: anything committed while we load is applied again (idempotent).
         let cursor = self.store.latest_change_id().await.context("read change feed")?;
         self.reload_keys().await?;
-        let clients = self.store.load_clients().await.context("load clients")?;
-        self.clients.replace_all(clients);
+        let mut seen = std::collections::HashSet::new();
+        self.store
+            .for_each_client_page(|page| {
+                for client in page {
+                    seen.insert(client.client_id.to_string());
+                    self.clients.upsert(client);
+                }
+            })
+            .await
+            .context("load clients")?;
+        self.clients.retain_only(&seen);
         let now = self.clock.now_secs();
-        for r in self.store.load_live_revocations(now).await.context("load revocations")? {
-            self.revocations.insert(r.jti, r.expires_at);
-        }
+        self.store
+            .for_each_live_revocation(now, |jti, expires_at| self.revocations.insert(jti, expires_at))
+            .await
+            .context("load revocations")?;
         feed.reset(cursor);
         self.mark_feed_ok();
         tracing::info!(
@@ -89,7 +99,7 @@ impl Tessera {
             },
             Some(ChangeKind::Revocation) => {
                 if let Some(r) = self.store.load_revocation(&change.subject).await? {
-                    self.revocations.insert(r.jti, r.expires_at);
+                    self.revocations.insert(&r.jti, r.expires_at);
                 }
             }
             Some(ChangeKind::Grant) => {

@@ -77,12 +77,9 @@ impl ClientDirectory {
         self.map.remove(client_id);
     }
 
-    pub fn replace_all(&self, clients: Vec<Client>) {
-        let keep: std::collections::HashSet<String> = clients.iter().map(|c| c.client_id.to_string()).collect();
+    /// Forgets every client whose id is not in `keep` (deleted while this replica was away).
+    pub fn retain_only(&self, keep: &std::collections::HashSet<String>) {
         self.map.retain(|k, _| keep.contains(k));
-        for c in clients {
-            self.upsert(c);
-        }
     }
 
     pub fn len(&self) -> usize {

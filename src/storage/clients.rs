@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 
 use super::Store;
 use super::changes::{ChangeKind, record};
@@ -69,8 +69,44 @@ impl Store {
         txn.commit().await
     }
 
-    pub async fn load_clients(&self) -> Result<Vec<Client>, DbErr> {
-        self.list_clients(None).await
+    /// Every client, handed to `each` a page at a time: a hundred thousand clients load at start
+    /// without holding every row twice (database models and domain clients) at once.
+    pub async fn for_each_client_page(&self, mut each: impl FnMut(Vec<Client>)) -> Result<(), DbErr> {
+        const PAGE: u64 = 5_000;
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = clients::Entity::find().order_by_asc(clients::Column::ClientId).limit(PAGE);
+            if let Some(a) = &after {
+                query = query.filter(clients::Column::ClientId.gt(a.as_str()));
+            }
+            let rows = query.all(self.db()).await?;
+            let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                return Ok(());
+            };
+            let mut secrets: HashMap<String, Vec<client_secrets::Model>> = HashMap::new();
+            for s in client_secrets::Entity::find()
+                .filter(client_secrets::Column::ClientId.gte(first.client_id.as_str()))
+                .filter(client_secrets::Column::ClientId.lte(last.client_id.as_str()))
+                .order_by_asc(client_secrets::Column::CreatedAt)
+                .all(self.db())
+                .await?
+            {
+                secrets.entry(s.client_id.clone()).or_default().push(s);
+            }
+            let full = rows.len() as u64 == PAGE;
+            after = Some(last.client_id.clone());
+            each(
+                rows.into_iter()
+                    .map(|m| {
+                        let s = secrets.remove(&m.client_id).unwrap_or_default();
+                        to_domain(m, s)
+                    })
+                    .collect(),
+            );
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     pub async fn list_clients(&self, tenant: Option<&str>) -> Result<Vec<Client>, DbErr> {

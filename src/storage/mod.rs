@@ -31,7 +31,9 @@ impl Store {
         // Statements carry hashes and token ids as bind values: never log them.
         opts.sqlx_logging(false).connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3));
         if url.starts_with("sqlite:") {
-            opts.max_connections(8).min_connections(1).map_sqlx_sqlite_opts(|o| {
+            // A local file has no stale connections to weed out: skip the ping sqlx would send
+            // (one more round trip to SQLite's thread) before every statement or transaction.
+            opts.max_connections(8).min_connections(1).test_before_acquire(false).map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(5))

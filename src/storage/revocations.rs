@@ -1,5 +1,5 @@
 //! Revoked, not yet expired token ids.
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 
 use super::Store;
 use super::changes::{ChangeKind, record};
@@ -40,15 +40,34 @@ impl Store {
         }))
     }
 
-    /// Every revocation that still matters at `now_secs`.
-    pub async fn load_live_revocations(&self, now_secs: i64) -> Result<Vec<Revocation>, DbErr> {
-        Ok(revoked_tokens::Entity::find()
-            .filter(revoked_tokens::Column::ExpiresAt.gt(now_secs))
-            .all(self.db())
-            .await?
-            .into_iter()
-            .map(|m| Revocation { jti: m.jti, client_id: m.client_id, expires_at: m.expires_at })
-            .collect())
+    /// Every revocation that still matters at `now_secs`, as (jti, expiry), handed to `each` a
+    /// page at a time: a million revocations load in bounded memory.
+    pub async fn for_each_live_revocation(&self, now_secs: i64, mut each: impl FnMut(&str, i64)) -> Result<u64, DbErr> {
+        const PAGE: u64 = 20_000;
+        let mut after = String::new();
+        let mut total = 0;
+        loop {
+            let page: Vec<(String, i64)> = revoked_tokens::Entity::find()
+                .select_only()
+                .column(revoked_tokens::Column::Jti)
+                .column(revoked_tokens::Column::ExpiresAt)
+                .filter(revoked_tokens::Column::ExpiresAt.gt(now_secs))
+                .filter(revoked_tokens::Column::Jti.gt(after.as_str()))
+                .order_by_asc(revoked_tokens::Column::Jti)
+                .limit(PAGE)
+                .into_tuple()
+                .all(self.db())
+                .await?;
+            for (jti, expires_at) in &page {
+                each(jti, *expires_at);
+            }
+            total += page.len() as u64;
+            let full = page.len() as u64 == PAGE;
+            match page.into_iter().next_back() {
+                Some((last, _)) if full => after = last,
+                _ => return Ok(total),
+            }
+        }
     }
 
     /// Drops revocations of tokens that expired before `before_secs`.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera::grpc::pb;
-use tessera::storage::audit::AuditQuery;
+use tessera::storage::Store;
+use tessera::storage::audit::{AuditQuery, AuditRecord};
 
-use crate::helpers::{Db, TestApp, TestClient, eventually, jwt_parts, spawn_app, with_basic};
+use crate::helpers::{Db, TestApp, TestClient, TestDb, eventually, jwt_parts, spawn_app, with_basic};
 use crate::on_both_dbs;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -19,6 +20,7 @@ on_both_dbs!(
     cascading_revocation,
     re_exchange_for_another_audience,
     audit_trail_records_each_case,
+    audit_groups_are_written_whole_and_in_order,
     exchange_bad_input,
 );
 
@@ -516,4 +518,33 @@ async fn exchange_bad_input(db: Db) {
         .unwrap();
     assert!(m["grant_types_supported"].as_array().unwrap().contains(&json!(EXCHANGE)));
     assert!(m["token_types_supported"].as_array().unwrap().contains(&json!(USER_ID)));
+}
+
+/// The audit writer hands the database a whole group at once: every field of every record (NULLs,
+/// quotes, non-ASCII) comes back as written, in order, and no padding row is ever stored.
+async fn audit_groups_are_written_whole_and_in_order(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let records: Vec<AuditRecord> = (0..900)
+        .map(|i| AuditRecord {
+            at_ms: 1_700_000_000_000 + i,
+            action: if i % 3 == 0 { "token_exchange" } else { "client_credentials" }.into(),
+            actor: format!("cl_{i}"),
+            client_id: (i % 7 != 0).then(|| format!("cl_{i}")),
+            subject: (i % 2 == 0).then(|| format!("user-{i}@example.com")),
+            scopes: Some("api:read api:write".into()),
+            jti: Some(format!("jti-{i}")),
+            grant_id: (i % 5 == 0).then(|| format!("gr_{i}")),
+            outcome: if i % 11 == 0 { "invalid_scope" } else { "ok" }.into(),
+            detail: (i % 11 == 0).then(|| format!("scope \"x\" is not allowed – {i} \\ ünïcode")),
+        })
+        .collect();
+    // One row, a group that leaves most of its statement empty, and more than one statement holds.
+    for part in [&records[..1], &records[1..300], &records[300..]] {
+        store.insert_audit(part).await.unwrap();
+    }
+    let mut back = store.query_audit(&AuditQuery { limit: 1000, ..AuditQuery::default() }).await.unwrap();
+    back.reverse();
+    assert_eq!(back, records);
 }
