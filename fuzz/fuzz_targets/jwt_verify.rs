@@ -71,7 +71,7 @@ fn b64(bytes: &[u8]) -> String {
 /// headers would produce.
 fn sign_raw(key: &LoadedKey, header: &[u8], payload: &[u8]) -> String {
     let message = format!("{}.{}", b64(header), b64(payload));
-    let signature = key.signer.as_ref().expect("private key").sign(message.as_bytes());
+    let signature = key.signer.as_ref().expect("private key").sign(message.as_bytes()).expect("sign");
     format!("{message}.{}", b64(&signature))
 }
 
@@ -98,7 +98,7 @@ fn ecdsa_twin(sig: &[u8]) -> Option<Vec<u8>> {
 fn signed_by_us(key: &LoadedKey, token: &str) -> bool {
     let Some((message, sig)) = token.rsplit_once('.') else { return false };
     let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else { return false };
-    let ours = key.signer.as_ref().expect("private key").sign(message.as_bytes());
+    let ours = key.signer.as_ref().expect("private key").sign(message.as_bytes()).expect("sign");
     sig == ours || (key.alg == SigningAlg::ES256 && ecdsa_twin(&ours) == Some(sig))
 }
 

@@ -119,27 +119,30 @@ pub fn thumbprint(jwk: &Value) -> anyhow::Result<String> {
     Ok(b64(&Sha256::digest(&canonical)))
 }
 
-/// A private key parsed once, ready to sign, in AWS-LC: its Ed25519 and P-256 code (s2n-bignum
-/// assembly on x86-64 and Arm) signs about twice as fast as ed25519-dalek and ten times as fast
-/// as the `p256` crate, and the signature is most of what an issuance costs. (jsonwebtoken's
-/// `encode` would also rebuild its signer from DER on every call.)
+/// A private key parsed once, ready to sign. Ed25519 and RSA sign in AWS-LC: its Ed25519 is
+/// s2n-bignum assembly on x86-64 and Arm, about twice as fast as ed25519-dalek, and the
+/// signature is most of what an issuance costs. ES256 stays with the `p256` crate for its
+/// deterministic nonces (RFC 6979): no dependence on the RNG at signing time, and a signature
+/// can be checked by making it again (the jwt_verify fuzz target relies on that). AWS-LC's
+/// ECDSA would be faster but draws a random nonce. (jsonwebtoken's `encode` would also rebuild
+/// its signer from DER on every call.)
 pub enum PreparedSigner {
     Ed25519(aws_lc_rs::signature::Ed25519KeyPair),
-    P256(aws_lc_rs::signature::EcdsaKeyPair),
+    P256(p256::ecdsa::SigningKey),
     Rsa(aws_lc_rs::rsa::KeyPair),
 }
 
 impl PreparedSigner {
     fn from_der(alg: SigningAlg, der: &[u8]) -> anyhow::Result<Self> {
-        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+        use aws_lc_rs::signature::Ed25519KeyPair;
         Ok(match alg {
             SigningAlg::EdDSA => PreparedSigner::Ed25519(
                 Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| anyhow::anyhow!("Ed25519 key: {e}"))?,
             ),
-            SigningAlg::ES256 => PreparedSigner::P256(
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                    .map_err(|e| anyhow::anyhow!("P-256 key: {e}"))?,
-            ),
+            SigningAlg::ES256 => {
+                use p256::pkcs8::DecodePrivateKey;
+                PreparedSigner::P256(p256::ecdsa::SigningKey::from_pkcs8_der(der).context("P-256 key")?)
+            }
             SigningAlg::RS256 => PreparedSigner::Rsa(
                 aws_lc_rs::rsa::KeyPair::from_der(der).map_err(|e| anyhow::anyhow!("RSA key: {e}"))?,
             ),
@@ -148,14 +151,16 @@ impl PreparedSigner {
 
     /// The JWS signature over `message` (RFC 7518 §3: raw r||s for ES256).
     pub fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
         Ok(match self {
             PreparedSigner::Ed25519(k) => k.sign(message).as_ref().to_vec(),
             PreparedSigner::P256(k) => {
-                k.sign(&rng, message).map_err(|_| anyhow::anyhow!("ES256 signing failed"))?.as_ref().to_vec()
+                use p256::ecdsa::signature::Signer;
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                sig.to_bytes().to_vec()
             }
             PreparedSigner::Rsa(k) => {
                 let mut sig = vec![0; k.public_modulus_len()];
+                let rng = aws_lc_rs::rand::SystemRandom::new();
                 k.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
                     .map_err(|_| anyhow::anyhow!("RS256 signing failed"))?;
                 sig
