@@ -24,8 +24,6 @@ use crate::on_both_dbs;
 use crate::support_pg::PrivatePg;
 use crate::support_proxy::Proxy;
 
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const USER_ID: &str = "urn:tessera:params:oauth:token-type:user_id";
 /// A call that needs an unreachable database must say so within this long.
 const FAIL_FAST: Duration = Duration::from_secs(5);
 /// Any single request taking longer than this counts as a hang.
@@ -1167,18 +1165,6 @@ async fn grpc_create_grant(app: &TestApp, ops: &TestClient, client: &str, subjec
     app.grpc_admin().await.create_grant(grpc_req(msg, ops)).await.expect("create grant").into_inner().grant_id
 }
 
-async fn user_token(app: &TestApp, partner: &TestClient, subject: &str) -> String {
-    let resp = app
-        .post_form(
-            "/oauth2/token",
-            Some((&partner.id, &partner.secret)),
-            &[("grant_type", EXCHANGE), ("subject_token", subject), ("subject_token_type", USER_ID)],
-        )
-        .await;
-    assert_eq!(resp.status(), 200, "exchange for {subject}");
-    resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_propagate_within_a_second_under_load() {
     let a = spawn_app(Db::Postgres).await;
@@ -1216,7 +1202,7 @@ async fn replicas_propagate_within_a_second_under_load() {
     for i in 0..10 {
         let subject = format!("user-{i}");
         let grant_id = grpc_create_grant(&a, &ops, &cms.id, &subject, "cms:read").await;
-        let token = user_token(&b, &cms, &subject).await;
+        let token = b.user_token(&cms, &subject).await;
         assert!(b.is_active(&rs, &token).await, "user token active on B");
         a.grpc_admin()
             .await

@@ -362,6 +362,18 @@ impl TestApp {
         TestClient { id: created.client.client_id.to_string(), secret: created.secret.to_string() }
     }
 
+    /// A user token for `subject` from an RFC 8693 exchange by `partner` (REST); panics unless 200.
+    pub async fn user_token(&self, partner: &TestClient, subject: &str) -> String {
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", subject),
+            ("subject_token_type", "urn:tessera:params:oauth:token-type:user_id"),
+        ];
+        let resp = self.post_form("/oauth2/token", Some((&partner.id, &partner.secret)), &form).await;
+        assert_eq!(resp.status(), 200, "exchange for {subject}");
+        resp.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn post_form(&self, path: &str, auth: Option<(&str, &str)>, form: &[(&str, &str)]) -> reqwest::Response {
         let mut req = self.client.post(format!("{}{path}", self.http)).form(form);
         if let Some((id, secret)) = auth {

@@ -1156,20 +1156,8 @@ async fn token_ctx(opts: Options) -> Tok {
     let partner = app.create_actor("shop", "shop", "orders:read orders:write", "tenant").await;
     let rs = app.create_client_in("orders-api", Some("platform"), "", &["introspect"]).await;
     let client_token = Genuine::new(&app.access_token(&partner, None).await);
-    let user_token = Genuine::new(&user_token(&app, &partner, "alice").await);
+    let user_token = Genuine::new(&app.user_token(&partner, "alice").await);
     Tok { app, partner, rs, client_token, user_token }
-}
-
-async fn user_token(app: &TestApp, partner: &TestClient, subject: &str) -> String {
-    let resp = app
-        .post_form(
-            "/oauth2/token",
-            Some((&partner.id, &partner.secret)),
-            &[("grant_type", EXCHANGE), ("subject_token", subject), ("subject_token_type", USER_ID)],
-        )
-        .await;
-    assert_eq!(resp.status(), 200, "exchange");
-    resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
 }
 
 fn grpc_bearer(token: &str) -> Option<AsciiMetadataValue> {
@@ -1426,7 +1414,7 @@ async fn hostile_tokens() {
     let rs = Some(basic(&t.rs.id, &t.rs.secret).into_bytes());
     let intro = |token: &str| form_req("/oauth2/introspect", rs.clone(), &[("token", token)]);
     let fresh = Genuine::new(&t.app.access_token(&t.partner, None).await);
-    let fresh_user = Genuine::new(&user_token(&t.app, &t.partner, "carol").await);
+    let fresh_user = Genuine::new(&t.app.user_token(&t.partner, "carol").await);
     t.app.clock.advance_secs(-120);
     refused_everywhere(&t, &mut tally, class, "iat 120 s in the future", &fresh.token, &fresh_user.token).await;
     // refused_everywhere revoked `fresh`: the control needs its own token.
@@ -1447,7 +1435,7 @@ async fn hostile_tokens() {
     .await;
     t.app.clock.advance_secs(30);
     let fresh = Genuine::new(&t.app.access_token(&t.partner, None).await);
-    let fresh_user = Genuine::new(&user_token(&t.app, &t.partner, "dave").await);
+    let fresh_user = Genuine::new(&t.app.user_token(&t.partner, "dave").await);
     t.app.clock.advance_secs(299);
     run_rest(
         &t.app,
