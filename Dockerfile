@@ -12,6 +12,7 @@ WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the manifests or the lock file change.
 # Cargo needs a target in every workspace member to load the workspace, so stub them.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 COPY migrations/Cargo.toml migrations/Cargo.toml
 RUN mkdir -p src migrations/src \
  && echo 'fn main() {}' > src/main.rs \

@@ -109,13 +109,15 @@ def v(n):
     if n: o+=bytes([b|0x80])
     else: return o+bytes([b])
 sys.stdout.write((bytes([f<<3|2])+v(len(s))+s).hex())' "$1" "$2"; }
-# h2load_run LABEL METHOD BODYFILE BASIC
+# h2load_run LABEL METHOD BODYFILE BASIC [CONNECTIONS STREAMS]: two client threads, like wrk -t2;
+# by default one stream per connection on $CONNS connections (as REST's HTTP/1.1 must do), or
+# CONNECTIONS x STREAMS concurrent calls multiplexed, as gRPC clients do over long-lived channels.
 h2load_run() {
-  local label=$1 method=$2 body=$3 basic=$4 out c0 c1
-  timeout 60 h2load -c "$CONNS" -m 1 -D "$WARMUP" -d "$body" -H 'content-type: application/grpc' -H 'te: trailers' \
+  local label=$1 method=$2 body=$3 basic=$4 conns=${5:-$CONNS} streams=${6:-1} out c0 c1
+  timeout 60 h2load -t 2 -c "$conns" -m "$streams" -D "$WARMUP" -d "$body" -H 'content-type: application/grpc' -H 'te: trailers' \
     -H "authorization: Basic $basic" "http://127.0.0.1:$PORT_GRPC/tessera.v1.$method" >/dev/null 2>&1 || true
   c0=$(cpu_ticks)
-  out=$(timeout $((DURATION + 30)) h2load -c "$CONNS" -m 1 -D "$DURATION" -d "$body" -H 'content-type: application/grpc' \
+  out=$(timeout $((DURATION + 30)) h2load -t 2 -c "$conns" -m "$streams" -D "$DURATION" -d "$body" -H 'content-type: application/grpc' \
     -H 'te: trailers' -H "authorization: Basic $basic" "http://127.0.0.1:$PORT_GRPC/tessera.v1.$method" 2>&1)
   c1=$(cpu_ticks)
   python3 - "$label" "$c0" "$c1" "$(getconf CLK_TCK)" "$(rss_kib)" >> "$RESULTS" <<PY
@@ -158,6 +160,10 @@ before=$(metric 'tessera_requests_total{operation="/tessera.v1.TokenService/Issu
 h2load_run "gRPC IssueToken" TokenService/IssueToken "$WORK/issue.bin" "$(b64 "$CC_ID" "$CC_SECRET")"
 h2load_run "gRPC Introspect" TokenService/Introspect "$WORK/introspect.bin" "$(b64 "$RS_ID" "$RS_SECRET")"
 h2load_run "gRPC ExchangeForUser" TokenService/ExchangeForUser "$WORK/exchange.bin" "$(b64 "$EX_ID" "$EX_SECRET")"
+MUX_CONNS=$((CONNS / 8))
+h2load_run "gRPC IssueToken, $MUX_CONNS connections x 8 streams" TokenService/IssueToken "$WORK/issue.bin" "$(b64 "$CC_ID" "$CC_SECRET")" "$MUX_CONNS" 8
+h2load_run "gRPC Introspect, $MUX_CONNS connections x 8 streams" TokenService/Introspect "$WORK/introspect.bin" "$(b64 "$RS_ID" "$RS_SECRET")" "$MUX_CONNS" 8
+h2load_run "gRPC ExchangeForUser, $MUX_CONNS connections x 8 streams" TokenService/ExchangeForUser "$WORK/exchange.bin" "$(b64 "$EX_ID" "$EX_SECRET")" "$MUX_CONNS" 8
 log "gRPC outcomes: $(curl -s "http://127.0.0.1:$PORT_OPS/metrics" | grep '^tessera_requests_total{.*transport="grpc"' | tr '\n' ' ')"
 PEAK_MIB=$(( $(hwm_kib) / 1024 ))
 log "peak resident memory under the load above: ${PEAK_MIB} MiB"

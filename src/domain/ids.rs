@@ -73,7 +73,9 @@ pub fn generate_token_id(now_ms: i64) -> String {
     let mut raw = [0u8; 16];
     let ms = u64::try_from(now_ms).unwrap_or(0).to_be_bytes();
     raw[..6].copy_from_slice(&ms[2..]);
-    raw[6..].copy_from_slice(&random_bytes::<10>());
+    // The thread's CSPRNG (ChaCha, seeded and reseeded from the OS): a token id needs to be
+    // unique and unguessable, and a getrandom system call per token is a measurable cost.
+    rand::thread_rng().fill_bytes(&mut raw[6..]);
     URL_SAFE_NO_PAD.encode(raw)
 }
 

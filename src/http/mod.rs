@@ -24,7 +24,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 pub fn router(core: Arc<Tessera>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/oauth2/revoke", post(introspect::revoke))
@@ -32,10 +32,15 @@ pub fn router(core: Arc<Tessera>) -> Router {
         .route(metadata::JWKS_PATH, get(metadata::jwks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
-        .layer(axum::middleware::from_fn(limit_headers))
+        .with_state(core);
+    // The middleware wraps the router once, not each route: `Router::layer` would box every
+    // layer per route and clone that chain of boxes on every request.
+    let service = tower::ServiceBuilder::new()
         .layer(crate::telemetry::ObserveLayer(crate::telemetry::Transport::Http))
-        .with_state(core)
+        .layer(axum::middleware::from_fn(limit_headers))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .service(routes);
+    Router::new().fallback_service(service)
 }
 
 fn json_error(status: StatusCode, code: &str, description: &str) -> Response {

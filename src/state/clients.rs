@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::domain::Client;
@@ -16,10 +15,10 @@ const MAX_CACHED_PER_CLIENT: usize = 4;
 
 pub type SecretDigest = [u8; 32];
 
-/// SHA-256 of a presented secret: the cache key, never the secret itself. Secrets carry 256
-/// random bits, so the digest reveals nothing usable.
+/// BLAKE3 of a presented secret: the cache key, never the secret itself. Secrets carry 256
+/// random bits, so the digest reveals nothing usable. (In memory only, like the token digests.)
 pub fn secret_digest(secret: &str) -> SecretDigest {
-    Sha256::digest(secret.as_bytes()).into()
+    blake3::hash(secret.as_bytes()).into()
 }
 
 #[derive(Debug)]

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use sha2::{Digest, Sha256};
 
 use crate::domain::AccessClaims;
 
@@ -16,8 +15,11 @@ pub struct VerifiedToken {
 
 pub type TokenDigest = [u8; 32];
 
+/// BLAKE3: collision resistant like SHA-256 (a forged token must not find a verified one's
+/// entry), and several times faster on CPUs without SHA extensions; an introspection hashes the
+/// whole token (about 350 bytes), which took SHA-256 about 5% of the request's CPU.
 pub fn token_digest(token: &str) -> TokenDigest {
-    Sha256::digest(token.as_bytes()).into()
+    blake3::hash(token.as_bytes()).into()
 }
 
 #[derive(Debug)]

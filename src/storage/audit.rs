@@ -109,13 +109,13 @@ impl Store {
     /// [`MAX_GROUP`] take one transaction of several.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), DbErr> {
         if records.len() > MAX_GROUP {
-            let txn = self.db().begin().await?;
+            let txn = self.audit_db().begin().await?;
             for chunk in records.chunks(MAX_GROUP) {
                 self.insert_group(&txn, chunk).await?;
             }
             return txn.commit().await;
         }
-        self.insert_group(self.db(), records).await
+        self.insert_group(self.audit_db(), records).await
     }
 
     async fn insert_group(&self, db: &impl ConnectionTrait, records: &[AuditRecord]) -> Result<(), DbErr> {

@@ -23,6 +23,11 @@ pub const NOTIFY_CHANNEL: &str = "tessera_changes";
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// SQLite file databases: one connection of its own for the audit trail's group commits.
+    /// SQLite drops a connection's page cache whenever another connection has written since its
+    /// last transaction, so audit groups spread over the pool re-read the B-tree pages they
+    /// append to (about 17 reads per group); on one connection those pages stay cached.
+    audit_db: Option<DatabaseConnection>,
 }
 
 impl Store {
@@ -30,7 +35,8 @@ impl Store {
         let mut opts = ConnectOptions::new(url.to_owned());
         // Statements carry hashes and token ids as bind values: never log them.
         opts.sqlx_logging(false).connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3));
-        if url.starts_with("sqlite:") {
+        let sqlite = url.starts_with("sqlite:");
+        if sqlite {
             // A local file has no stale connections to weed out: skip the ping sqlx would send
             // (one more round trip to SQLite's thread) before every statement or transaction.
             opts.max_connections(8).min_connections(1).test_before_acquire(false).map_sqlx_sqlite_opts(|o| {
@@ -43,12 +49,27 @@ impl Store {
         } else {
             opts.max_connections(16).min_connections(1);
         }
+        // (An in-memory SQLite database exists once per pool: it cannot have a second one.)
+        let audit_opts = (sqlite && crate::config::sqlite_path(url).is_some()).then(|| {
+            let mut o = opts.clone();
+            o.max_connections(1).min_connections(0).connect_lazy(true);
+            o
+        });
         let db = Database::connect(opts).await.with_context(|| format!("connect to {}", redact_url(url)))?;
-        Ok(Self { db })
+        let audit_db = match audit_opts {
+            Some(o) => Some(Database::connect(o).await.with_context(|| format!("connect to {}", redact_url(url)))?),
+            None => None,
+        };
+        Ok(Self { db, audit_db })
     }
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Where audit groups are written: see [`Store::audit_db`]'s field.
+    pub(crate) fn audit_db(&self) -> &DatabaseConnection {
+        self.audit_db.as_ref().unwrap_or(&self.db)
     }
 
     pub fn backend(&self) -> DbBackend {
