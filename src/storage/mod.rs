@@ -35,8 +35,7 @@ impl Store {
         let mut opts = ConnectOptions::new(url.to_owned());
         // Statements carry hashes and token ids as bind values: never log them.
         opts.sqlx_logging(false).connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3));
-        let sqlite = url.starts_with("sqlite:");
-        if sqlite {
+        if url.starts_with("sqlite:") {
             // A local file has no stale connections to weed out: skip the ping sqlx would send
             // (one more round trip to SQLite's thread) before every statement or transaction.
             opts.max_connections(8).min_connections(1).test_before_acquire(false).map_sqlx_sqlite_opts(|o| {
@@ -49,15 +48,17 @@ impl Store {
         } else {
             opts.max_connections(16).min_connections(1);
         }
-        // (An in-memory SQLite database exists once per pool: it cannot have a second one.)
-        let audit_opts = (sqlite && crate::config::sqlite_path(url).is_some()).then(|| {
+        // Only SQLite files (`sqlite_path` is None otherwise): an in-memory database exists once
+        // per pool, so a second pool would be a different, empty database.
+        let audit_opts = crate::config::sqlite_path(url).is_some().then(|| {
             let mut o = opts.clone();
             o.max_connections(1).min_connections(0).connect_lazy(true);
             o
         });
-        let db = Database::connect(opts).await.with_context(|| format!("connect to {}", redact_url(url)))?;
+        let context = || format!("connect to {}", redact_url(url));
+        let db = Database::connect(opts).await.with_context(context)?;
         let audit_db = match audit_opts {
-            Some(o) => Some(Database::connect(o).await.with_context(|| format!("connect to {}", redact_url(url)))?),
+            Some(o) => Some(Database::connect(o).await.with_context(context)?),
             None => None,
         };
         Ok(Self { db, audit_db })
@@ -67,7 +68,7 @@ impl Store {
         &self.db
     }
 
-    /// Where audit groups are written: see [`Store::audit_db`]'s field.
+    /// Where audit groups are written: the audit connection of an SQLite file, else the pool.
     pub(crate) fn audit_db(&self) -> &DatabaseConnection {
         self.audit_db.as_ref().unwrap_or(&self.db)
     }
