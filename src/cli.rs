@@ -602,16 +602,15 @@ fn key_json(k: &crate::service::keys::KeyInfo) -> serde_json::Value {
 }
 
 async fn keys(database_url: String, cmd: KeysCommand) -> anyhow::Result<()> {
-    let admin = open_admin(&database_url).await?;
     let store = Store::connect(&database_url).await?;
+    store.migrate().await?;
     match cmd {
         KeysCommand::Rotate { kek, alg, prepublish_secs, json } => {
             let kek = kek.resolve(&database_url)?;
             let now_ms = SystemClock.now_ms();
-            let key = crate::service::keys::rotate(&store, &kek, alg, prepublish_secs, None, now_ms)
+            let key = crate::service::keys::rotate(&store, &kek, alg, prepublish_secs, None, now_ms, Some(CLI_ACTOR))
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("rotation did not happen"))?;
-            admin.record_key_rotation(CLI_ACTOR, &key.kid).await?;
             if json {
                 println!("{}", key_json(&key));
             } else {

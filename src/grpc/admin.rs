@@ -314,10 +314,8 @@ impl AdminService for AdminApi {
                     n if n < 0 => Some(0),
                     n => Some(n),
                 };
-                let key = self.core.rotate_keys(alg, prepublish).await.map_err(Error::Internal)?;
-                let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("rotation did not happen")))?;
-                self.core.admin.record_key_rotation(&actor, &key.kid).await?;
-                Ok(key)
+                let key = self.core.rotate_keys(&actor, alg, prepublish).await.map_err(Error::Internal)?;
+                key.ok_or_else(|| Error::Internal(anyhow::anyhow!("rotation did not happen")))
             })
             .await?;
         Ok(Response::new(key_pb(&key)))

@@ -45,23 +45,27 @@ impl Admin {
         Self { store, hasher, clock, audit }
     }
 
-    async fn record(
+    /// The audit record of a change, which storage writes in the change's own transaction; None
+    /// when the audit trail is off.
+    fn entry(
         &self,
         actor: &str,
         action: &str,
         client_id: Option<&str>,
         build: impl FnOnce(&mut AuditRecord),
-    ) -> Result<()> {
-        let mut r = AuditRecord {
-            at_ms: self.clock.now_ms(),
-            action: action.into(),
-            actor: actor.into(),
-            client_id: client_id.map(str::to_owned),
-            outcome: "ok".into(),
-            ..AuditRecord::default()
-        };
-        build(&mut r);
-        self.audit.record(r).await
+    ) -> Option<AuditRecord> {
+        self.audit.enabled().then(|| {
+            let mut r = AuditRecord {
+                at_ms: self.clock.now_ms(),
+                action: action.into(),
+                actor: actor.into(),
+                client_id: client_id.map(str::to_owned),
+                outcome: "ok".into(),
+                ..AuditRecord::default()
+            };
+            build(&mut r);
+            r
+        })
     }
 
     pub async fn create_client(&self, actor: &str, new: NewClient) -> Result<CreatedClient> {
@@ -84,12 +88,11 @@ impl Admin {
             created_at: now_ms / 1000,
             secrets: vec![ClientSecret { secret_id: fresh.secret_id, hash, created_at: now_ms / 1000 }],
         };
-        self.store.insert_client(&client, now_ms).await?;
-        self.record(actor, "client.create", Some(client.client_id.as_str()), |r| {
+        let audit = self.entry(actor, "client.create", Some(client.client_id.as_str()), |r| {
             r.scopes = Some(client.scopes.to_string());
             r.detail = Some(format!("tenant {} act-as {}", client.tenant, client.act_as));
-        })
-        .await?;
+        });
+        self.store.insert_client(&client, now_ms, audit.as_ref()).await?;
         tracing::info!(client_id = %client.client_id, tenant = %client.tenant, "client created");
         Ok(CreatedClient { client, secret: fresh.secret })
     }
@@ -107,16 +110,15 @@ impl Admin {
     pub async fn update_client(&self, actor: &str, client_id: &str, update: ClientUpdate) -> Result<Client> {
         let id = ClientId::parse(client_id)?;
         update.validate()?;
-        if !self.store.update_client_policy(id.as_str(), &update, self.clock.now_ms()).await? {
+        // The record says what this update set (the rest of the client is as it was).
+        let audit = self.entry(actor, "client.update", Some(id.as_str()), |r| {
+            r.scopes = update.scopes.as_ref().map(ToString::to_string);
+            r.detail = Some(describe_update(&update));
+        });
+        if !self.store.update_client_policy(id.as_str(), &update, self.clock.now_ms(), audit.as_ref()).await? {
             return Err(no_client());
         }
-        let client = self.get_client(id.as_str()).await?;
-        self.record(actor, "client.update", Some(id.as_str()), |r| {
-            r.scopes = Some(client.scopes.to_string());
-            r.detail = Some(format!("act-as {}", client.act_as));
-        })
-        .await?;
-        Ok(client)
+        self.get_client(id.as_str()).await
     }
 
     /// Adds a secret; the old ones stay valid until removed, so a partner rotates without downtime.
@@ -126,13 +128,12 @@ impl Admin {
         let fresh = generate_secret();
         let hash = self.hasher.hash(fresh.secret.clone()).await.map_err(Error::Internal)?;
         let secret = ClientSecret { secret_id: fresh.secret_id.clone(), hash, created_at: now_ms / 1000 };
-        if !self.store.add_client_secret(id.as_str(), &secret, now_ms).await? {
+        let audit = self.entry(actor, "client.secret.add", Some(id.as_str()), |r| {
+            r.detail = Some(format!("secret {}", fresh.secret_id))
+        });
+        if !self.store.add_client_secret(id.as_str(), &secret, now_ms, audit.as_ref()).await? {
             return Err(no_client());
         }
-        self.record(actor, "client.secret.add", Some(id.as_str()), |r| {
-            r.detail = Some(format!("secret {}", fresh.secret_id))
-        })
-        .await?;
         tracing::info!(client_id = %id, secret_id = %fresh.secret_id, "client secret added");
         Ok(AddedSecret {
             client: self.get_client(id.as_str()).await?,
@@ -151,22 +152,24 @@ impl Admin {
                 "refusing to remove the client's only secret; add one first, or disable the client",
             ));
         }
-        self.store.remove_client_secret(client.client_id.as_str(), secret_id, self.clock.now_ms()).await?;
-        self.record(actor, "client.secret.remove", Some(client.client_id.as_str()), |r| {
+        let audit = self.entry(actor, "client.secret.remove", Some(client.client_id.as_str()), |r| {
             r.detail = Some(format!("secret {secret_id}"))
-        })
-        .await?;
+        });
+        let id = client.client_id.as_str();
+        if !self.store.remove_client_secret(id, secret_id, self.clock.now_ms(), audit.as_ref()).await? {
+            return Err(Error::NotFound("no such secret for this client".into()));
+        }
         tracing::info!(client_id = %client.client_id, secret_id, "client secret removed");
         self.get_client(client.client_id.as_str()).await
     }
 
     pub async fn set_disabled(&self, actor: &str, client_id: &str, disabled: bool) -> Result<Client> {
         let id = ClientId::parse(client_id)?;
-        if !self.store.set_client_disabled(id.as_str(), disabled, self.clock.now_ms()).await? {
+        let action = if disabled { "client.disable" } else { "client.enable" };
+        let audit = self.entry(actor, action, Some(id.as_str()), |_| {});
+        if !self.store.set_client_disabled(id.as_str(), disabled, self.clock.now_ms(), audit.as_ref()).await? {
             return Err(no_client());
         }
-        let action = if disabled { "client.disable" } else { "client.enable" };
-        self.record(actor, action, Some(id.as_str()), |_| {}).await?;
         tracing::info!(client_id = %id, disabled, "client status changed");
         self.get_client(id.as_str()).await
     }
@@ -175,10 +178,10 @@ impl Admin {
     pub async fn revoke_client_tokens(&self, actor: &str, client_id: &str) -> Result<Client> {
         let id = ClientId::parse(client_id)?;
         let now_ms = self.clock.now_ms();
-        if !self.store.revoke_client_tokens(id.as_str(), now_ms, now_ms).await? {
+        let audit = self.entry(actor, "client.revoke_tokens", Some(id.as_str()), |_| {});
+        if !self.store.revoke_client_tokens(id.as_str(), now_ms, now_ms, audit.as_ref()).await? {
             return Err(no_client());
         }
-        self.record(actor, "client.revoke_tokens", Some(id.as_str()), |_| {}).await?;
         tracing::info!(client_id = %id, "all tokens of the client revoked");
         self.get_client(id.as_str()).await
     }
@@ -208,14 +211,13 @@ impl Admin {
             expires_at: new.expires_in.map(|s| now_ms / 1000 + s),
             revoked_at: None,
         };
-        self.store.insert_grant(&grant, now_ms).await?;
-        self.record(actor, "grant.create", Some(&grant.client_id), |r| {
+        let audit = self.entry(actor, "grant.create", Some(&grant.client_id), |r| {
             r.subject = Some(grant.subject.clone());
             r.scopes = Some(grant.scopes.to_string());
             r.grant_id = Some(grant.grant_id.clone());
             r.detail = grant.account.as_ref().map(|a| format!("account {a}"));
-        })
-        .await?;
+        });
+        self.store.insert_grant(&grant, now_ms, audit.as_ref()).await?;
         tracing::info!(grant_id = %grant.grant_id, client_id = %grant.client_id, "grant created");
         Ok(grant)
     }
@@ -228,23 +230,40 @@ impl Admin {
     pub async fn revoke_grant(&self, actor: &str, grant_id: &str) -> Result<Grant> {
         let grant = self.store.load_grant(grant_id).await?.ok_or_else(|| Error::NotFound("no such grant".into()))?;
         if grant.revoked_at.is_none() {
-            self.store.revoke_grant(grant_id, self.clock.now_ms()).await?;
-            self.record(actor, "grant.revoke", Some(&grant.client_id), |r| {
+            let audit = self.entry(actor, "grant.revoke", Some(&grant.client_id), |r| {
                 r.subject = Some(grant.subject.clone());
                 r.grant_id = Some(grant.grant_id.clone());
-            })
-            .await?;
-            tracing::info!(grant_id, "grant revoked");
+            });
+            // False when a concurrent call revoked it first: that call wrote the record.
+            if self.store.revoke_grant(grant_id, self.clock.now_ms(), audit.as_ref()).await? {
+                tracing::info!(grant_id, "grant revoked");
+            }
         }
         self.store.load_grant(grant_id).await?.ok_or_else(|| Error::NotFound("no such grant".into()))
-    }
-
-    /// Audits a signing-key rotation (the rotation itself needs the key-encryption key).
-    pub async fn record_key_rotation(&self, actor: &str, kid: &str) -> Result<()> {
-        self.record(actor, "keys.rotate", None, |r| r.detail = Some(format!("new key {kid}"))).await
     }
 
     pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
         Ok(self.store.query_audit(q).await?)
     }
+}
+
+/// What a policy update sets, for its audit record.
+fn describe_update(u: &ClientUpdate) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = u.act_as {
+        parts.push(format!("act-as {a}"));
+    }
+    if let Some(t) = u.access_token_ttl {
+        parts.push(format!("access-token-ttl {t}s"));
+    }
+    if let Some(t) = u.user_token_ttl {
+        parts.push(format!("user-token-ttl {t}s"));
+    }
+    if let Some(a) = &u.audiences {
+        parts.push(if a.is_empty() { "audiences none".to_owned() } else { format!("audiences {}", a.join(" ")) });
+    }
+    if u.scopes.is_some() {
+        parts.push("scopes".to_owned());
+    }
+    if parts.is_empty() { "nothing changed".to_owned() } else { parts.join(", ") }
 }

@@ -1,6 +1,13 @@
 //! The audit trail's writer. Records are durable before the response that caused them returns,
 //! written in groups: concurrent requests share one transaction (one fsync), so auditing does not
 //! become the bottleneck (group commit).
+//!
+//! With an SQLite file the writer runs on a thread of its own. Group commit is a loop: while one
+//! group commits, the next gathers, so the time a commit takes bounds throughput. As a task on the
+//! server's runtime, the writer was woken by SQLite's thread from outside the runtime and waited
+//! in the global queue behind request tasks, up to two thirds of each commit's 0.77 ms. On its own
+//! thread a commit takes about 0.3 ms, and issuance gained 5–10%. With PostgreSQL the writer stays
+//! a task: its connections belong to the server's runtime, which drives their sockets.
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -61,10 +68,22 @@ impl Audit {
 
     /// Starts the group-commit writer; it ends when the last `Audit` clone is dropped, after
     /// writing everything queued.
-    pub fn batched(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn batched(store: Store) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(writer(store, rx));
-        (Self(Sink::Batched(tx)), task)
+        if store.has_audit_connection() {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::thread::Builder::new()
+                .name("tessera-audit".into())
+                .spawn(move || runtime.block_on(writer(store, rx)))?;
+        } else {
+            tokio::spawn(writer(store, rx));
+        }
+        Ok(Self(Sink::Batched(tx)))
+    }
+
+    /// Whether records are kept (false only when the trail is switched off).
+    pub fn enabled(&self) -> bool {
+        !matches!(self.0, Sink::Off)
     }
 
     /// Waits until every record queued so far is committed (shutdown).

@@ -5,6 +5,7 @@ use super::Tessera;
 use crate::crypto::Kek;
 use crate::crypto::keys::{self, LoadedKey, SigningAlg};
 use crate::storage::Store;
+use crate::storage::audit::AuditRecord;
 use crate::storage::keys::{PUBLISH_AFTER_RETIRE_SECS, StoredKey};
 
 /// Where a key is in its life.
@@ -74,6 +75,9 @@ pub async fn list_keys(store: &Store, now_secs: i64) -> anyhow::Result<Vec<KeyIn
     Ok(keys)
 }
 
+/// The actor of the server's own scheduled work in the audit trail.
+const SERVER_ACTOR: &str = "tessera";
+
 /// Makes a new key of `alg` that is published at once and starts signing after `prepublish_secs`;
 /// the key signing now retires at that instant. With `only_if_older_than`, only when due (see
 /// [`Store::rotate_signing_key`]). Returns the new key, or None when not due.
@@ -84,6 +88,7 @@ pub async fn rotate(
     prepublish_secs: i64,
     only_if_older_than: Option<i64>,
     now_ms: i64,
+    actor: Option<&str>,
 ) -> anyhow::Result<Option<KeyInfo>> {
     let generated = tokio::task::spawn_blocking(move || keys::generate(alg)).await??;
     let now = now_ms / 1000;
@@ -96,7 +101,16 @@ pub async fn rotate(
         activates_at: now + prepublish_secs.max(0),
         retired_at: None,
     };
-    if !store.rotate_signing_key(stored.clone(), only_if_older_than, now_ms).await.context("rotate signing key")? {
+    let audit = actor.map(|actor| AuditRecord {
+        at_ms: now_ms,
+        action: "keys.rotate".into(),
+        actor: actor.into(),
+        outcome: "ok".into(),
+        detail: Some(format!("new key {}", stored.kid)),
+        ..AuditRecord::default()
+    });
+    let rotated = store.rotate_signing_key(stored.clone(), only_if_older_than, now_ms, audit.as_ref());
+    if !rotated.await.context("rotate signing key")? {
         return Ok(None);
     }
     tracing::info!(kid = %stored.kid, alg = %alg, activates_at = stored.activates_at, "signing key rotation scheduled");
@@ -144,12 +158,14 @@ impl Tessera {
     /// Rotates now (AdminService), or only when due (automatic rotation on a schedule).
     pub async fn rotate_keys(
         &self,
+        actor: &str,
         alg: Option<SigningAlg>,
         prepublish_secs: Option<i64>,
     ) -> anyhow::Result<Option<KeyInfo>> {
         let alg = alg.unwrap_or(self.settings.signing_alg);
         let prepublish = prepublish_secs.unwrap_or(self.settings.key_prepublish_secs);
-        let out = rotate(&self.store, &self.kek, alg, prepublish, None, self.clock.now_ms()).await?;
+        let actor = self.audit.enabled().then_some(actor);
+        let out = rotate(&self.store, &self.kek, alg, prepublish, None, self.clock.now_ms(), actor).await?;
         self.reload_keys().await?;
         Ok(out)
     }
@@ -165,6 +181,7 @@ impl Tessera {
             self.settings.key_prepublish_secs,
             Some(cutoff),
             now_ms,
+            self.audit.enabled().then_some(SERVER_ACTOR),
         )
         .await?;
         if out.is_some() {

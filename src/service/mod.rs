@@ -101,7 +101,7 @@ impl Tessera {
     /// Makes sure a signing key exists, then loads clients, keys and revocations into memory.
     pub async fn open(store: Store, settings: Settings, kek: Kek, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
         let hasher = SecretHasher::new(settings.argon2_concurrency)?;
-        let audit = if settings.audit { Audit::batched(store.clone()).0 } else { Audit::off() };
+        let audit = if settings.audit { Audit::batched(store.clone())? } else { Audit::off() };
         let admin = Admin::new(store.clone(), hasher.clone(), Arc::clone(&clock), audit.clone());
         let core = Arc::new(Self {
             tokens: TokenCache::new(settings.token_cache_capacity),

@@ -36,9 +36,9 @@ impl Tessera {
             return Ok(());
         }
         let r = Revocation { jti: claims.jti.clone(), client_id: claims.client_id.clone(), expires_at: claims.exp };
-        self.store.insert_revocation(&r, now_ms).await?;
+        // The record shares the revocation's transaction.
+        self.store.insert_revocation(&r, now_ms, self.audit.enabled().then_some(&record)).await?;
         self.revocations.insert(&r.jti, r.expires_at);
-        self.audit.record(record).await?;
         tracing::info!(jti = %claims.jti, "token revoked");
         Ok(())
     }

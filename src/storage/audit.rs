@@ -16,7 +16,8 @@ pub struct AuditRecord {
     pub at_ms: i64,
     /// `client_credentials`, `token_exchange`, `revoke`, `client.create`, `grant.revoke`, …
     pub action: String,
-    /// Who asked: a client id, or `cli` for the command line.
+    /// Who asked: a client id, `cli` for the command line, or `tessera` for the server's own
+    /// scheduled work (automatic key rotation).
     pub actor: String,
     /// The client the action concerns (whose token, which client was changed).
     pub client_id: Option<String>,
@@ -118,7 +119,7 @@ impl Store {
         self.insert_group(self.audit_db(), records).await
     }
 
-    async fn insert_group(&self, db: &impl ConnectionTrait, records: &[AuditRecord]) -> Result<(), DbErr> {
+    pub(super) async fn insert_group(&self, db: &impl ConnectionTrait, records: &[AuditRecord]) -> Result<(), DbErr> {
         if records.is_empty() {
             return Ok(());
         }

@@ -5,7 +5,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 
 use super::Store;
-use super::changes::{ChangeKind, record};
+use super::audit::AuditRecord;
+use super::changes::ChangeKind;
 use super::entities::{client_secrets, clients};
 use crate::domain::{Capability, Client, ClientId, ClientSecret, ClientUpdate, ScopeSet};
 
@@ -37,7 +38,7 @@ fn to_domain(m: clients::Model, secrets: Vec<client_secrets::Model>) -> Client {
 
 impl Store {
     /// Inserts a client with its first secret.
-    pub async fn insert_client(&self, client: &Client, now_ms: i64) -> Result<(), DbErr> {
+    pub async fn insert_client(&self, client: &Client, now_ms: i64, audit: Option<&AuditRecord>) -> Result<(), DbErr> {
         let txn = self.db().begin().await?;
         let row = clients::ActiveModel {
             client_id: Set(client.client_id.to_string()),
@@ -64,9 +65,7 @@ impl Store {
             };
             client_secrets::Entity::insert(row).exec_without_returning(&txn).await?;
         }
-        record(&txn, ChangeKind::Client, client.client_id.as_str(), now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await
+        self.commit_change(txn, ChangeKind::Client, client.client_id.as_str(), now_ms, audit).await
     }
 
     /// Every client, handed to `each` a page at a time: a hundred thousand clients load at start
@@ -141,7 +140,13 @@ impl Store {
     }
 
     /// Adds a secret; false if the client does not exist.
-    pub async fn add_client_secret(&self, client_id: &str, secret: &ClientSecret, now_ms: i64) -> Result<bool, DbErr> {
+    pub async fn add_client_secret(
+        &self,
+        client_id: &str,
+        secret: &ClientSecret,
+        now_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         let touched = clients::Entity::update_many()
             .col_expr(clients::Column::UpdatedAt, Expr::value(now_ms / 1000))
@@ -159,14 +164,18 @@ impl Store {
             created_at: Set(secret.created_at),
         };
         client_secrets::Entity::insert(row).exec_without_returning(&txn).await?;
-        record(&txn, ChangeKind::Client, client_id, now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await?;
+        self.commit_change(txn, ChangeKind::Client, client_id, now_ms, audit).await?;
         Ok(true)
     }
 
     /// Removes one secret; false if no such secret for this client.
-    pub async fn remove_client_secret(&self, client_id: &str, secret_id: &str, now_ms: i64) -> Result<bool, DbErr> {
+    pub async fn remove_client_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        now_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         let removed = client_secrets::Entity::delete_many()
             .filter(client_secrets::Column::ClientId.eq(client_id))
@@ -177,9 +186,7 @@ impl Store {
         if removed == 0 {
             return Ok(false);
         }
-        record(&txn, ChangeKind::Client, client_id, now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await?;
+        self.commit_change(txn, ChangeKind::Client, client_id, now_ms, audit).await?;
         Ok(true)
     }
 
@@ -190,8 +197,9 @@ impl Store {
         col: clients::Column,
         value: sea_orm::Value,
         now_ms: i64,
+        audit: Option<&AuditRecord>,
     ) -> Result<bool, DbErr> {
-        self.update_client_columns(client_id, vec![(col, value)], now_ms).await
+        self.update_client_columns(client_id, vec![(col, value)], now_ms, audit).await
     }
 
     /// Updates columns of a client with its change-feed row; false if it does not exist.
@@ -200,6 +208,7 @@ impl Store {
         client_id: &str,
         cols: Vec<(clients::Column, sea_orm::Value)>,
         now_ms: i64,
+        audit: Option<&AuditRecord>,
     ) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         let mut update = clients::Entity::update_many();
@@ -215,14 +224,18 @@ impl Store {
         if touched == 0 {
             return Ok(false);
         }
-        record(&txn, ChangeKind::Client, client_id, now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await?;
+        self.commit_change(txn, ChangeKind::Client, client_id, now_ms, audit).await?;
         Ok(true)
     }
 
     /// Applies a policy update; false if the client does not exist.
-    pub async fn update_client_policy(&self, client_id: &str, u: &ClientUpdate, now_ms: i64) -> Result<bool, DbErr> {
+    pub async fn update_client_policy(
+        &self,
+        client_id: &str,
+        u: &ClientUpdate,
+        now_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, DbErr> {
         let mut cols: Vec<(clients::Column, sea_orm::Value)> = Vec::new();
         if let Some(a) = u.act_as {
             cols.push((clients::Column::ActAs, a.as_str().into()));
@@ -239,15 +252,27 @@ impl Store {
         if let Some(a) = &u.audiences {
             cols.push((clients::Column::Audiences, join(a).into()));
         }
-        self.update_client_columns(client_id, cols, now_ms).await
+        self.update_client_columns(client_id, cols, now_ms, audit).await
     }
 
-    pub async fn set_client_disabled(&self, client_id: &str, disabled: bool, now_ms: i64) -> Result<bool, DbErr> {
-        self.update_client(client_id, clients::Column::Disabled, disabled.into(), now_ms).await
+    pub async fn set_client_disabled(
+        &self,
+        client_id: &str,
+        disabled: bool,
+        now_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, DbErr> {
+        self.update_client(client_id, clients::Column::Disabled, disabled.into(), now_ms, audit).await
     }
 
     /// Every token issued to the client before `before_ms` becomes inactive.
-    pub async fn revoke_client_tokens(&self, client_id: &str, before_ms: i64, now_ms: i64) -> Result<bool, DbErr> {
-        self.update_client(client_id, clients::Column::TokensRevokedBeforeMs, before_ms.into(), now_ms).await
+    pub async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        before_ms: i64,
+        now_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, DbErr> {
+        self.update_client(client_id, clients::Column::TokensRevokedBeforeMs, before_ms.into(), now_ms, audit).await
     }
 }

@@ -3,7 +3,8 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::Store;
-use super::changes::{ChangeKind, record};
+use super::audit::AuditRecord;
+use super::changes::ChangeKind;
 use super::entities::grants;
 use crate::domain::{Grant, ScopeSet};
 
@@ -21,7 +22,7 @@ fn to_domain(m: grants::Model) -> Grant {
 }
 
 impl Store {
-    pub async fn insert_grant(&self, g: &Grant, now_ms: i64) -> Result<(), DbErr> {
+    pub async fn insert_grant(&self, g: &Grant, now_ms: i64, audit: Option<&AuditRecord>) -> Result<(), DbErr> {
         let txn = self.db().begin().await?;
         let row = grants::ActiveModel {
             grant_id: Set(g.grant_id.clone()),
@@ -34,13 +35,11 @@ impl Store {
             revoked_at: Set(g.revoked_at),
         };
         grants::Entity::insert(row).exec_without_returning(&txn).await?;
-        record(&txn, ChangeKind::Grant, &g.grant_id, now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await
+        self.commit_change(txn, ChangeKind::Grant, &g.grant_id, now_ms, audit).await
     }
 
     /// Marks a grant revoked; false if it does not exist or was already revoked.
-    pub async fn revoke_grant(&self, grant_id: &str, now_ms: i64) -> Result<bool, DbErr> {
+    pub async fn revoke_grant(&self, grant_id: &str, now_ms: i64, audit: Option<&AuditRecord>) -> Result<bool, DbErr> {
         let txn = self.db().begin().await?;
         let touched = grants::Entity::update_many()
             .col_expr(grants::Column::RevokedAt, Expr::value(now_ms / 1000))
@@ -52,9 +51,7 @@ impl Store {
         if touched == 0 {
             return Ok(false);
         }
-        record(&txn, ChangeKind::Grant, grant_id, now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await?;
+        self.commit_change(txn, ChangeKind::Grant, grant_id, now_ms, audit).await?;
         Ok(true)
     }
 

@@ -3,7 +3,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::Store;
-use super::changes::{ChangeKind, record};
+use super::audit::AuditRecord;
+use super::changes::ChangeKind;
 use super::entities::signing_keys;
 
 pub use signing_keys::Model as StoredKey;
@@ -51,9 +52,7 @@ impl Store {
             return Ok(false);
         }
         signing_keys::Entity::insert(key_row(key)).exec_without_returning(&txn).await?;
-        record(&txn, ChangeKind::Keys, "", now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await?;
+        self.commit_change(txn, ChangeKind::Keys, "", now_ms, None).await?;
         Ok(true)
     }
 }
@@ -73,6 +72,7 @@ impl Store {
         key: StoredKey,
         only_if_older_than: Option<i64>,
         now_ms: i64,
+        audit: Option<&AuditRecord>,
     ) -> Result<bool, DbErr> {
         let now = now_ms / 1000;
         let txn = self.begin_write().await?;
@@ -97,9 +97,7 @@ impl Store {
             .exec(&txn)
             .await?;
         signing_keys::Entity::insert(key_row(key)).exec_without_returning(&txn).await?;
-        record(&txn, ChangeKind::Keys, "", now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await?;
+        self.commit_change(txn, ChangeKind::Keys, "", now_ms, audit).await?;
         Ok(true)
     }
 }

@@ -1,6 +1,6 @@
 //! Storage: sea-orm over SQLite (embedded default) or PostgreSQL (production). Every mutation
 //! writes a row to `change_log` in the same transaction, which is how every running replica
-//! (and the CLI's changes) reach every other replica's in-memory state.
+//! (and the CLI's changes) reach every other replica's in-memory state, and its audit record.
 pub mod audit;
 pub mod changes;
 pub mod clients;
@@ -73,6 +73,11 @@ impl Store {
         self.audit_db.as_ref().unwrap_or(&self.db)
     }
 
+    /// Whether audit groups have a connection of their own (an SQLite file), used by nothing else.
+    pub(crate) fn has_audit_connection(&self) -> bool {
+        self.audit_db.is_some()
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
@@ -112,6 +117,25 @@ impl Store {
     }
 
     /// Wake other replicas (PostgreSQL only). Inside a transaction, NOTIFY is delivered at commit.
+    /// Ends a mutation: its change-feed row, its audit record, the replicas' wake-up and the
+    /// commit. The audit record shares the change's transaction, so no change stands unaudited
+    /// and no record describes a change that rolled back.
+    pub(crate) async fn commit_change(
+        &self,
+        txn: DatabaseTransaction,
+        kind: changes::ChangeKind,
+        subject: &str,
+        now_ms: i64,
+        audit: Option<&audit::AuditRecord>,
+    ) -> Result<(), sea_orm::DbErr> {
+        changes::record(&txn, kind, subject, now_ms).await?;
+        if let Some(r) = audit {
+            self.insert_group(&txn, std::slice::from_ref(r)).await?;
+        }
+        self.notify(&txn).await?;
+        txn.commit().await
+    }
+
     pub(crate) async fn notify(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
         if self.is_postgres() {
             txn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}")).await?;

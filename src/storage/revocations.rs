@@ -2,7 +2,8 @@
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 
 use super::Store;
-use super::changes::{ChangeKind, record};
+use super::audit::AuditRecord;
+use super::changes::ChangeKind;
 use super::entities::revoked_tokens;
 
 #[derive(Clone, Debug)]
@@ -15,7 +16,12 @@ pub struct Revocation {
 
 impl Store {
     /// Durably records a revocation (idempotent) with its change-feed row.
-    pub async fn insert_revocation(&self, r: &Revocation, now_ms: i64) -> Result<(), DbErr> {
+    pub async fn insert_revocation(
+        &self,
+        r: &Revocation,
+        now_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), DbErr> {
         let txn = self.db().begin().await?;
         let row = revoked_tokens::ActiveModel {
             jti: Set(r.jti.clone()),
@@ -27,9 +33,7 @@ impl Store {
             .on_conflict_do_nothing_on([revoked_tokens::Column::Jti])
             .exec_without_returning(&txn)
             .await?;
-        record(&txn, ChangeKind::Revocation, &r.jti, now_ms).await?;
-        self.notify(&txn).await?;
-        txn.commit().await
+        self.commit_change(txn, ChangeKind::Revocation, &r.jti, now_ms, audit).await
     }
 
     pub async fn load_revocation(&self, jti: &str) -> Result<Option<Revocation>, DbErr> {

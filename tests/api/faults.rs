@@ -1615,7 +1615,7 @@ async fn key_rotation_under_load_has_no_failed_verification(db: Db) {
         let mut attempt = 0;
         let key = loop {
             attempt += 1;
-            match rotator.core.rotate_keys(None, Some(1)).await {
+            match rotator.core.rotate_keys("test", None, Some(1)).await {
                 Ok(k) => break k.expect("rotated"),
                 Err(e) if attempt < 100 => {
                     rotation_errors.push(format!("{e:#}"));
@@ -1688,3 +1688,66 @@ async fn key_rotation_under_load_has_no_failed_verification(db: Db) {
     b.stop().await;
     a.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. A change and its audit record commit together.
+
+/// An admin change or a revocation shares one transaction with its audit record: when the record
+/// cannot be written (here a trigger refuses it), the change does not happen and the caller is
+/// told; once the record can be written, change and record are both there, once.
+async fn change_and_its_audit_record_commit_together(db: Db) {
+    let app = spawn_app(db).await;
+    let partner = app.create_client("partner", "x", &[]).await;
+    let rs = app.create_client("rs", "", &["introspect"]).await;
+    let token = app.access_token(&partner, None).await;
+    let store = Store::connect(&app.db_url).await.expect("store");
+    let (refuse, allow): (&[&str], &[&str]) = match db {
+        Db::Sqlite => (
+            &[
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log WHEN NEW.action IN ('client.disable', 'revoke') \
+               BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+            ],
+            &["DROP TRIGGER refuse_audit"],
+        ),
+        Db::Postgres => (
+            &[
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.action IN ('client.disable', 'revoke') THEN RAISE EXCEPTION 'audit refused'; END IF; \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+            ],
+            &["DROP TRIGGER refuse_audit ON audit_log"],
+        ),
+    };
+    for sql in refuse {
+        store.db().execute_unprepared(sql).await.expect("install trigger");
+    }
+    let records = |action: &'static str| {
+        let (core, id) = (Arc::clone(&app.core), partner.id.clone());
+        async move {
+            let q = tessera::storage::audit::AuditQuery { client_id: Some(id), limit: 100, ..Default::default() };
+            core.admin.query_audit(&q).await.unwrap().into_iter().filter(|r| r.action == action).collect::<Vec<_>>()
+        }
+    };
+
+    assert!(app.core.admin.set_disabled("test", &partner.id, true).await.is_err(), "unauditable change refused");
+    assert!(!app.core.admin.get_client(&partner.id).await.unwrap().disabled, "the change rolled back");
+    assert_eq!(app.token(&partner, None).await.status(), 200, "the partner still works");
+    let refused = app.revoke(&partner, &token).await;
+    assert!(refused.status().is_server_error(), "unauditable revocation refused: {}", refused.status());
+    assert!(app.is_active(&rs, &token).await, "the revocation did not happen");
+    assert!(records("client.disable").await.is_empty() && records("revoke").await.is_empty());
+
+    for sql in allow {
+        store.db().execute_unprepared(sql).await.expect("drop trigger");
+    }
+    assert_eq!(app.revoke(&partner, &token).await.status(), 200);
+    assert!(!app.is_active(&rs, &token).await);
+    assert!(app.core.admin.set_disabled("test", &partner.id, true).await.unwrap().disabled);
+    assert_eq!(records("client.disable").await.len(), 1);
+    let revoked = records("revoke").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].jti.as_deref(), Some(jwt_parts(&token).1["jti"].as_str().unwrap()));
+}
+
+on_both_dbs!(change_and_its_audit_record_commit_together);
