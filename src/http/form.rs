@@ -18,8 +18,14 @@ pub struct MalformedEncoding;
 /// Decodes one component: '+' is a space, %XX must be two hex digits, the result must be UTF-8.
 pub fn decode_component(raw: &str) -> std::result::Result<String, MalformedEncoding> {
     let bytes = raw.as_bytes();
+    // Tokens, ids and grant types usually have nothing to decode: copy them whole, and skip the
+    // UTF-8 check (`raw` is a str). Byte by byte, a 521-character token took 2% of an
+    // introspection.
+    let Some(mut i) = memchr::memchr2(b'+', b'%', bytes) else {
+        return Ok(raw.to_owned());
+    };
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
+    out.extend_from_slice(&bytes[..i]);
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
@@ -33,7 +39,13 @@ pub fn decode_component(raw: &str) -> std::result::Result<String, MalformedEncod
                 out.push(u8::try_from(hi * 16 + lo).map_err(|_| MalformedEncoding)?);
                 i += 2;
             }
-            b => out.push(b),
+            _ => {
+                // A plain run, up to the next '+' or '%'.
+                let run = memchr::memchr2(b'+', b'%', &bytes[i..]).unwrap_or(bytes.len() - i);
+                out.extend_from_slice(&bytes[i..i + run]);
+                i += run;
+                continue;
+            }
         }
         i += 1;
     }
@@ -113,7 +125,34 @@ mod tests {
         assert!(Form::parse(b"=x").is_err());
     }
 
+    /// A plainer decoding (one byte at a time, `from_str_radix` after an explicit hex check), to
+    /// check the fast one against.
+    fn reference_decode(raw: &str) -> std::result::Result<String, MalformedEncoding> {
+        let mut out = Vec::new();
+        let mut rest = raw.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            rest = tail;
+            out.push(match b {
+                b'+' => b' ',
+                b'%' => {
+                    let pair =
+                        rest.get(..2).filter(|p| p.iter().all(u8::is_ascii_hexdigit)).ok_or(MalformedEncoding)?;
+                    rest = &rest[2..];
+                    let text = std::str::from_utf8(pair).map_err(|_| MalformedEncoding)?;
+                    u8::from_str_radix(text, 16).map_err(|_| MalformedEncoding)?
+                }
+                b => b,
+            });
+        }
+        String::from_utf8(out).map_err(|_| MalformedEncoding)
+    }
+
     proptest! {
+        #[test]
+        fn decodes_like_the_reference(raw in "[a-zA-Z0-9+%._~é€-]{0,80}") {
+            prop_assert_eq!(decode_component(&raw), reference_decode(&raw));
+        }
+
         #[test]
         fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Form::parse(&body);
