@@ -13,6 +13,11 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub tokens_issued: IntCounterVec,
+    /// Series of the hot paths, resolved once (`with_label_values` hashes and locks per call).
+    pub tokens_issued_client: IntCounter,
+    pub tokens_issued_user: IntCounter,
+    pub credential_cache_hit: IntCounter,
+    pub credential_cache_miss: IntCounter,
     pub auth_failures: IntCounter,
     pub argon2_verifications: IntCounter,
     pub credential_cache: IntCounterVec,
@@ -28,7 +33,19 @@ pub struct Metrics {
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new_custom(Some("tessera".into()), None)?;
     let latency = vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+    let tokens_issued = IntCounterVec::new(
+        Opts::new("tokens_issued_total", "Tokens issued, by kind (client = client credentials, user = exchange)"),
+        &["kind"],
+    )?;
+    let credential_cache = IntCounterVec::new(
+        Opts::new("credential_cache_total", "Verified-credential cache lookups (hit ratio = hit / (hit + miss))"),
+        &["result"],
+    )?;
     let m = Metrics {
+        tokens_issued_client: tokens_issued.with_label_values(&["client"]),
+        tokens_issued_user: tokens_issued.with_label_values(&["user"]),
+        credential_cache_hit: credential_cache.with_label_values(&["hit"]),
+        credential_cache_miss: credential_cache.with_label_values(&["miss"]),
         requests: IntCounterVec::new(
             Opts::new("requests_total", "Requests by transport, operation and outcome"),
             &["transport", "operation", "outcome"],
@@ -37,16 +54,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             HistogramOpts::new("request_duration_seconds", "Request latency").buckets(latency.clone()),
             &["transport", "operation"],
         )?,
-        tokens_issued: IntCounterVec::new(
-            Opts::new("tokens_issued_total", "Tokens issued, by kind (client = client credentials, user = exchange)"),
-            &["kind"],
-        )?,
+        tokens_issued,
         auth_failures: IntCounter::new("client_auth_failures_total", "Failed client authentications")?,
         argon2_verifications: IntCounter::new("argon2_verifications_total", "argon2id verifications run")?,
-        credential_cache: IntCounterVec::new(
-            Opts::new("credential_cache_total", "Verified-credential cache lookups (hit ratio = hit / (hit + miss))"),
-            &["result"],
-        )?,
+        credential_cache,
         audit_batch_size: Histogram::with_opts(
             HistogramOpts::new("audit_batch_records", "Audit records per group commit")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),

@@ -90,10 +90,10 @@ impl Tessera {
         if let Some(e) = &cached
             && e.is_verified(&digest)
         {
-            m.credential_cache.with_label_values(&["hit"]).inc();
+            m.credential_cache_hit.inc();
             return if e.client.disabled { Err(Error::InvalidClient) } else { Ok(Arc::clone(e)) };
         }
-        m.credential_cache.with_label_values(&["miss"]).inc();
+        m.credential_cache_miss.inc();
         // The slow path, guarded: a flood of wrong secrets is refused here, before any database
         // read or argon2 run.
         if let Some(retry_after_secs) = self.throttle.check(self.attempt_of(creds), self.clock.now_ms()) {

@@ -102,7 +102,7 @@ impl Tessera {
         };
         let result = self.exchange_inner(caller, req, now_ms).await;
         if result.is_ok() {
-            crate::metrics::METRICS.tokens_issued.with_label_values(&["user"]).inc();
+            crate::metrics::METRICS.tokens_issued_user.inc();
         }
         let client_id = caller.client.client.client_id.to_string();
         let mut record = AuditRecord {

@@ -34,7 +34,7 @@ impl Tessera {
     ) -> Result<IssuedToken> {
         let result = self.issue_inner(caller, req, now_ms);
         if result.is_ok() {
-            crate::metrics::METRICS.tokens_issued.with_label_values(&["client"]).inc();
+            crate::metrics::METRICS.tokens_issued_client.inc();
         }
         let client_id = caller.client.client_id.to_string();
         let (scopes, jti, outcome, detail) = match &result {
