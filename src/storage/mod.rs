@@ -23,10 +23,13 @@ pub const NOTIFY_CHANNEL: &str = "tessera_changes";
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
-    /// SQLite file databases: one connection of its own for the audit trail's group commits.
+    /// One connection of its own for the audit trail's group commits (SQLite files and
+    /// PostgreSQL), opened lazily by the audit writer on its own thread and runtime.
     /// SQLite drops a connection's page cache whenever another connection has written since its
     /// last transaction, so audit groups spread over the pool re-read the B-tree pages they
-    /// append to (about 17 reads per group); on one connection those pages stay cached.
+    /// append to (about 17 reads per group); on one connection those pages stay cached. A
+    /// PostgreSQL connection's socket belongs to the runtime that opened it, so the writer's
+    /// runtime drives it and is woken without waiting in the server's queues.
     audit_db: Option<DatabaseConnection>,
 }
 
@@ -48,9 +51,10 @@ impl Store {
         } else {
             opts.max_connections(16).min_connections(1);
         }
-        // Only SQLite files (`sqlite_path` is None otherwise): an in-memory database exists once
-        // per pool, so a second pool would be a different, empty database.
-        let audit_opts = crate::config::sqlite_path(url).is_some().then(|| {
+        // SQLite files and PostgreSQL. Not in-memory SQLite (`sqlite_path` is None): an in-memory
+        // database exists once per pool, so a second pool would be a different, empty database.
+        let separate = crate::config::sqlite_path(url).is_some() || !url.starts_with("sqlite:");
+        let audit_opts = separate.then(|| {
             let mut o = opts.clone();
             o.max_connections(1).min_connections(0).connect_lazy(true);
             o
@@ -73,7 +77,7 @@ impl Store {
         self.audit_db.as_ref().unwrap_or(&self.db)
     }
 
-    /// Whether audit groups have a connection of their own (an SQLite file), used by nothing else.
+    /// Whether audit groups have a connection of their own, used by nothing else.
     pub(crate) fn has_audit_connection(&self) -> bool {
         self.audit_db.is_some()
     }
