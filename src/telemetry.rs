@@ -341,3 +341,33 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation label the request paths produce has its series resolved up front (the
+    /// lists beside `http_operation` and `grpc_operation` must not drift from them).
+    #[test]
+    fn every_operation_has_resolved_series() {
+        let http = [
+            "/oauth2/token",
+            "/oauth2/introspect",
+            "/oauth2/revoke",
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/jwks.json",
+            "/nope",
+        ];
+        for path in http {
+            assert!(operation_metrics(Transport::Http, http_operation(path)).is_some(), "{path}");
+        }
+        let grpc = GRPC_METHODS.into_iter().chain([
+            "/tessera.v1.AdminService/CreateClient",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/nope",
+        ]);
+        for path in grpc {
+            assert!(operation_metrics(Transport::Grpc, grpc_operation(path)).is_some(), "{path}");
+        }
+    }
+}

@@ -159,8 +159,8 @@ impl Admin {
         if !self.store.remove_client_secret(id, secret_id, self.clock.now_ms(), audit.as_ref()).await? {
             return Err(Error::NotFound("no such secret for this client".into()));
         }
-        tracing::info!(client_id = %client.client_id, secret_id, "client secret removed");
-        self.get_client(client.client_id.as_str()).await
+        tracing::info!(client_id = %id, secret_id, "client secret removed");
+        self.get_client(id).await
     }
 
     pub async fn set_disabled(&self, actor: &str, client_id: &str, disabled: bool) -> Result<Client> {

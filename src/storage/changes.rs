@@ -50,7 +50,8 @@ impl From<change_log::Model> for Change {
     }
 }
 
-pub(crate) async fn record<C: ConnectionTrait>(
+/// The change-feed row of a mutation (written by [`Store::commit_change`]).
+pub(super) async fn record<C: ConnectionTrait>(
     conn: &C,
     kind: ChangeKind,
     subject: &str,

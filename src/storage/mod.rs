@@ -120,11 +120,10 @@ impl Store {
         self.db.ping().await
     }
 
-    /// Wake other replicas (PostgreSQL only). Inside a transaction, NOTIFY is delivered at commit.
     /// Ends a mutation: its change-feed row, its audit record, the replicas' wake-up and the
     /// commit. The audit record shares the change's transaction, so no change stands unaudited
     /// and no record describes a change that rolled back.
-    pub(crate) async fn commit_change(
+    async fn commit_change(
         &self,
         txn: DatabaseTransaction,
         kind: changes::ChangeKind,
@@ -140,7 +139,8 @@ impl Store {
         txn.commit().await
     }
 
-    pub(crate) async fn notify(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    /// Wake other replicas (PostgreSQL only). Inside a transaction, NOTIFY is delivered at commit.
+    async fn notify(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
         if self.is_postgres() {
             txn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}")).await?;
         }
