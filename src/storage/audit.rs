@@ -81,8 +81,10 @@ fn room(n: usize) -> usize {
     n.next_power_of_two()
 }
 
+/// How many statement sizes there are (1, 2, 4, … [`MAX_GROUP`] rows).
+const TIERS: usize = MAX_GROUP.trailing_zeros() as usize + 1;
+
 fn statement(backend: DbBackend, rows: usize) -> &'static str {
-    const TIERS: usize = MAX_GROUP.trailing_zeros() as usize + 1;
     static POSTGRES: OnceLock<[String; TIERS]> = OnceLock::new();
     static SQLITE: OnceLock<[String; TIERS]> = OnceLock::new();
     let cell = if backend == DbBackend::Postgres { &POSTGRES } else { &SQLITE };
@@ -105,7 +107,147 @@ fn push_values(values: &mut Vec<Value>, r: &AuditRecord) {
     ]);
 }
 
+/// Where the audit writer's groups go: an SQLite file, through a connection of the writer's own
+/// that it drives directly on its thread, or the database behind sea-orm (PostgreSQL, in-memory
+/// SQLite).
+///
+/// On an SQLite file, sqlx would run the statement on a worker thread of its own and hand the
+/// result back through a channel: two more thread wake-ups per group, on a path that is one
+/// statement and one fdatasync. Called directly, the writer's thread does the work itself, and
+/// the group's statement skips the conversions from sea-orm's values to sqlx's arguments.
+pub enum GroupWriter {
+    Orm(Store),
+    File(AuditFile),
+}
+
+impl GroupWriter {
+    /// Whether the writer should have a thread of its own: it has a connection of its own (an
+    /// SQLite file, or PostgreSQL's audit connection), which no other thread touches.
+    pub fn wants_thread(&self) -> bool {
+        match self {
+            GroupWriter::File(_) => true,
+            GroupWriter::Orm(store) => store.has_audit_connection(),
+        }
+    }
+
+    /// Writes a group atomically (see [`Store::insert_audit`]).
+    pub async fn insert(&mut self, records: &[AuditRecord]) -> Result<(), DbErr> {
+        match self {
+            GroupWriter::Orm(store) => store.insert_audit(records).await,
+            // Blocking, on purpose: this runs on the writer's own thread, where nothing else waits.
+            GroupWriter::File(file) => file.insert(records),
+        }
+    }
+}
+
+/// The audit writer's connection to an SQLite file, opened lazily (and again after an I/O
+/// error) on the writer's thread, with the pool's settings: WAL, set on the file by the pool,
+/// `synchronous=FULL`, the same busy timeout.
+pub struct AuditFile {
+    path: std::path::PathBuf,
+    conn: Option<rusqlite::Connection>,
+}
+
+impl AuditFile {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        Self { path, conn: None }
+    }
+
+    fn connection(&mut self) -> Result<&mut rusqlite::Connection, DbErr> {
+        if self.conn.is_none() {
+            use rusqlite::OpenFlags;
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = rusqlite::Connection::open_with_flags(&self.path, flags).map_err(sqlite_err)?;
+            conn.busy_timeout(super::SQLITE_BUSY_TIMEOUT).map_err(sqlite_err)?;
+            conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_err)?;
+            conn.set_prepared_statement_cache_capacity(TIERS);
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| DbErr::Custom("audit connection not open".into()))
+    }
+
+    /// One statement, its own transaction, for a group of up to [`MAX_GROUP`]; larger groups
+    /// take one transaction of several.
+    pub fn insert(&mut self, records: &[AuditRecord]) -> Result<(), DbErr> {
+        let result = self.try_insert(records);
+        if matches!(result, Err(DbErr::Conn(_))) {
+            // Reopen next time: the file may have been replaced or the disk come back.
+            self.conn = None;
+        }
+        result
+    }
+
+    fn try_insert(&mut self, records: &[AuditRecord]) -> Result<(), DbErr> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let conn = self.connection()?;
+        if records.len() <= MAX_GROUP {
+            return insert_file_group(conn, records);
+        }
+        let txn = conn.transaction().map_err(sqlite_err)?;
+        for chunk in records.chunks(MAX_GROUP) {
+            insert_file_group(&txn, chunk)?;
+        }
+        txn.commit().map_err(sqlite_err)
+    }
+}
+
+fn insert_file_group(conn: &rusqlite::Connection, records: &[AuditRecord]) -> Result<(), DbErr> {
+    let rows = room(records.len());
+    let mut stmt = conn.prepare_cached(statement(DbBackend::Sqlite, rows)).map_err(sqlite_err)?;
+    let mut index = 0;
+    let mut bind = |value: &dyn rusqlite::ToSql| {
+        index += 1;
+        stmt.raw_bind_parameter(index, value).map_err(sqlite_err)
+    };
+    for r in records {
+        bind(&r.at_ms)?;
+        bind(&r.action)?;
+        bind(&r.actor)?;
+        bind(&r.client_id)?;
+        bind(&r.subject)?;
+        bind(&r.scopes)?;
+        bind(&r.jti)?;
+        bind(&r.grant_id)?;
+        bind(&r.outcome)?;
+        bind(&r.detail)?;
+    }
+    for _ in records.len() * COLUMNS.len()..rows * COLUMNS.len() {
+        bind(&rusqlite::types::Null)?;
+    }
+    stmt.raw_execute().map_err(sqlite_err)?;
+    Ok(())
+}
+
+/// SQLite's errors as sea-orm's, so the writer treats both paths alike: a busy or locked
+/// database, one that cannot be opened and an I/O error are the database being unreachable
+/// (`Conn`, answered `temporarily_unavailable`); anything else is an execution error.
+fn sqlite_err(e: rusqlite::Error) -> DbErr {
+    use rusqlite::ErrorCode;
+    let unreachable = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::NotADatabase
+        )
+    );
+    let inner = sea_orm::RuntimeErr::Internal(format!("audit trail (SQLite): {e}"));
+    if unreachable { DbErr::Conn(inner) } else { DbErr::Exec(inner) }
+}
+
 impl Store {
+    /// The audit writer's target: the file itself for SQLite files, else sea-orm.
+    pub fn group_writer(&self) -> GroupWriter {
+        match self.sqlite_file() {
+            Some(path) => GroupWriter::File(AuditFile::new(path.to_owned())),
+            None => GroupWriter::Orm(self.clone()),
+        }
+    }
+
     /// Writes a group atomically with one statement (see [`insert_sql`]); larger groups than
     /// [`MAX_GROUP`] take one transaction of several.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), DbErr> {

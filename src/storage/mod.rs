@@ -20,17 +20,24 @@ pub use changes::{Change, ChangeKind};
 /// The NOTIFY channel PostgreSQL writers signal after committing a change.
 pub const NOTIFY_CHANNEL: &str = "tessera_changes";
 
+/// How long an SQLite connection waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
-    /// One connection of its own for the audit trail's group commits (SQLite files and
-    /// PostgreSQL), opened lazily by the audit writer on its own thread and runtime.
-    /// SQLite drops a connection's page cache whenever another connection has written since its
-    /// last transaction, so audit groups spread over the pool re-read the B-tree pages they
-    /// append to (about 17 reads per group); on one connection those pages stay cached. A
-    /// PostgreSQL connection's socket belongs to the runtime that opened it, so the writer's
-    /// runtime drives it and is woken without waiting in the server's queues.
+    /// PostgreSQL: one connection of its own for the audit trail's group commits, opened lazily
+    /// by the audit writer on its own thread and runtime. A PostgreSQL connection's socket
+    /// belongs to the runtime that opened it, so the writer's runtime drives it and is woken
+    /// without waiting in the server's queues.
     audit_db: Option<DatabaseConnection>,
+    /// An SQLite file: the audit writer opens a connection of its own to it (see
+    /// [`audit::GroupWriter`]). SQLite drops a connection's page cache whenever another
+    /// connection has written since its last transaction, so audit groups spread over the pool
+    /// re-read the B-tree pages they append to (about 17 reads per group); on one connection
+    /// those pages stay cached. In-memory SQLite has no file (`sqlite_path` is None): it exists
+    /// once per pool, so its audit records go through the pool.
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -44,17 +51,15 @@ impl Store {
             opts.max_connections(8).min_connections(1).test_before_acquire(false).map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .foreign_keys(true)
                     .create_if_missing(true)
             });
         } else {
             opts.max_connections(16).min_connections(1);
         }
-        // SQLite files and PostgreSQL. Not in-memory SQLite (`sqlite_path` is None): an in-memory
-        // database exists once per pool, so a second pool would be a different, empty database.
-        let separate = crate::config::sqlite_path(url).is_some() || !url.starts_with("sqlite:");
-        let audit_opts = separate.then(|| {
+        let sqlite_file = crate::config::sqlite_path(url);
+        let audit_opts = (!url.starts_with("sqlite:")).then(|| {
             let mut o = opts.clone();
             o.max_connections(1).min_connections(0).connect_lazy(true);
             o
@@ -65,21 +70,26 @@ impl Store {
             Some(o) => Some(Database::connect(o).await.with_context(context)?),
             None => None,
         };
-        Ok(Self { db, audit_db })
+        Ok(Self { db, audit_db, sqlite_file })
     }
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 
-    /// Where audit groups are written: the audit connection of an SQLite file, else the pool.
+    /// Where sea-orm writes audit groups: PostgreSQL's audit connection, else the pool.
     pub(crate) fn audit_db(&self) -> &DatabaseConnection {
         self.audit_db.as_ref().unwrap_or(&self.db)
     }
 
-    /// Whether audit groups have a connection of their own, used by nothing else.
+    /// Whether audit groups have a PostgreSQL connection of their own, used by nothing else.
     pub(crate) fn has_audit_connection(&self) -> bool {
         self.audit_db.is_some()
+    }
+
+    /// The SQLite file behind the store, if it is one.
+    pub(crate) fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.sqlite_file.as_deref()
     }
 
     pub fn backend(&self) -> DbBackend {

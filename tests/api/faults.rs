@@ -1751,3 +1751,65 @@ async fn change_and_its_audit_record_commit_together(db: Db) {
 }
 
 on_both_dbs!(change_and_its_audit_record_commit_together);
+
+/// An issued token is never returned without its audit record: while the trail refuses records
+/// (a trigger), issuance on both transports answers "unavailable" and hands out no token; once
+/// the trail takes records again, issuance works and each token has exactly one record. This is
+/// the group-commit writer's path (on SQLite its own connection, driven on its own thread), not
+/// the transactional one above.
+async fn no_token_without_its_audit_record(db: Db) {
+    let app = spawn_app(db).await;
+    let partner = app.create_client("partner", "x", &[]).await;
+    let store = Store::connect(&app.db_url).await.expect("store");
+    let (refuse, allow): (&[&str], &[&str]) = match db {
+        Db::Sqlite => (
+            &["CREATE TRIGGER refuse_issue BEFORE INSERT ON audit_log WHEN NEW.action = 'client_credentials' \
+               BEGIN SELECT RAISE(ABORT, 'audit refused'); END"],
+            &["DROP TRIGGER refuse_issue"],
+        ),
+        Db::Postgres => (
+            &[
+                "CREATE FUNCTION refuse_issue() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.action = 'client_credentials' THEN RAISE EXCEPTION 'audit refused'; END IF; \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_issue BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_issue()",
+            ],
+            &["DROP TRIGGER refuse_issue ON audit_log"],
+        ),
+    };
+    let issued_records = || {
+        let (core, id) = (Arc::clone(&app.core), partner.id.clone());
+        async move {
+            let q = tessera::storage::audit::AuditQuery { client_id: Some(id), limit: 100, ..Default::default() };
+            let all = core.admin.query_audit(&q).await.unwrap();
+            all.into_iter().filter(|r| r.action == "client_credentials").filter_map(|r| r.jti).collect::<Vec<_>>()
+        }
+    };
+    for sql in refuse {
+        store.db().execute_unprepared(sql).await.expect("install trigger");
+    }
+    let refused = app.token(&partner, None).await;
+    assert_eq!(refused.status(), 503, "REST issuance while the trail refuses records");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(body.get("access_token").is_none(), "no token without its record: {body}");
+    let status = app.grpc_token(&partner, &[]).await.expect_err("gRPC issuance while the trail refuses records");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(issued_records().await.is_empty(), "nothing recorded for the refused issuances");
+
+    for sql in allow {
+        store.db().execute_unprepared(sql).await.expect("drop trigger");
+    }
+    let rest = app.access_token(&partner, None).await;
+    let grpc = app.grpc_token(&partner, &[]).await.expect("gRPC issuance once the trail takes records");
+    let mut recorded = issued_records().await;
+    recorded.sort();
+    let mut expected = vec![
+        jwt_parts(&rest).1["jti"].as_str().unwrap().to_owned(),
+        jwt_parts(&grpc.access_token).1["jti"].as_str().unwrap().to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(recorded, expected, "one record for each token issued");
+}
+
+on_both_dbs!(no_token_without_its_audit_record);
