@@ -92,19 +92,27 @@ fn statement(backend: DbBackend, rows: usize) -> &'static str {
     all[rows.trailing_zeros() as usize].as_str()
 }
 
+/// A record's values in [`COLUMNS`] order: `at_ms`, then the nine text columns. Both writers
+/// (sea-orm's values and the SQLite file's bindings) take them from here, so they cannot drift.
+fn row(r: &AuditRecord) -> (i64, [Option<&str>; 9]) {
+    let texts = [
+        Some(r.action.as_str()),
+        Some(r.actor.as_str()),
+        r.client_id.as_deref(),
+        r.subject.as_deref(),
+        r.scopes.as_deref(),
+        r.jti.as_deref(),
+        r.grant_id.as_deref(),
+        Some(r.outcome.as_str()),
+        r.detail.as_deref(),
+    ];
+    (r.at_ms, texts)
+}
+
 fn push_values(values: &mut Vec<Value>, r: &AuditRecord) {
-    values.extend([
-        Value::BigInt(Some(r.at_ms)),
-        r.action.as_str().into(),
-        r.actor.as_str().into(),
-        r.client_id.as_deref().into(),
-        r.subject.as_deref().into(),
-        r.scopes.as_deref().into(),
-        r.jti.as_deref().into(),
-        r.grant_id.as_deref().into(),
-        r.outcome.as_str().into(),
-        r.detail.as_deref().into(),
-    ]);
+    let (at_ms, texts) = row(r);
+    values.push(Value::BigInt(Some(at_ms)));
+    values.extend(texts.map(Value::from));
 }
 
 /// Where the audit writer's groups go: an SQLite file, through a connection of the writer's own
@@ -202,16 +210,11 @@ fn insert_file_group(conn: &rusqlite::Connection, records: &[AuditRecord]) -> Re
         stmt.raw_bind_parameter(index, value).map_err(sqlite_err)
     };
     for r in records {
-        bind(&r.at_ms)?;
-        bind(&r.action)?;
-        bind(&r.actor)?;
-        bind(&r.client_id)?;
-        bind(&r.subject)?;
-        bind(&r.scopes)?;
-        bind(&r.jti)?;
-        bind(&r.grant_id)?;
-        bind(&r.outcome)?;
-        bind(&r.detail)?;
+        let (at_ms, texts) = row(r);
+        bind(&at_ms)?;
+        for text in texts {
+            bind(&text)?;
+        }
     }
     for _ in records.len() * COLUMNS.len()..rows * COLUMNS.len() {
         bind(&rusqlite::types::Null)?;
