@@ -526,7 +526,7 @@ async fn audit_groups_are_written_whole_and_in_order(db: Db) {
     let db = TestDb::new(db).await;
     let store = Store::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
-    let records: Vec<AuditRecord> = (0..900)
+    let records: Vec<AuditRecord> = (0..1800)
         .map(|i| AuditRecord {
             at_ms: 1_700_000_000_000 + i,
             action: if i % 3 == 0 { "token_exchange" } else { "client_credentials" }.into(),
@@ -540,11 +540,18 @@ async fn audit_groups_are_written_whole_and_in_order(db: Db) {
             detail: (i % 11 == 0).then(|| format!("scope \"x\" is not allowed – {i} \\ ünïcode")),
         })
         .collect();
-    // One row, a group that leaves most of its statement empty, and more than one statement holds.
-    for part in [&records[..1], &records[1..300], &records[300..]] {
+    // One row, a group that leaves most of its statement empty, and more than one statement holds;
+    // the first half through sea-orm (the CLI's path), the second through the audit writer's own
+    // target (on an SQLite file, its direct connection).
+    let (orm, writer) = records.split_at(900);
+    for part in [&orm[..1], &orm[1..300], &orm[300..]] {
         store.insert_audit(part).await.unwrap();
     }
-    let mut back = store.query_audit(&AuditQuery { limit: 1000, ..AuditQuery::default() }).await.unwrap();
+    let mut target = store.group_writer();
+    for part in [&writer[..1], &writer[1..300], &writer[300..]] {
+        target.insert(part).await.unwrap();
+    }
+    let mut back = store.query_audit(&AuditQuery { limit: 2000, ..AuditQuery::default() }).await.unwrap();
     back.reverse();
     assert_eq!(back, records);
 }

@@ -1689,6 +1689,46 @@ async fn key_rotation_under_load_has_no_failed_verification(db: Db) {
     a.stop().await;
 }
 
+/// A trigger that makes the database refuse audit records of the given actions.
+struct AuditRefusal {
+    drop: &'static str,
+}
+
+impl AuditRefusal {
+    async fn install(store: &Store, db: Db, actions: &[&str]) -> Self {
+        let list = actions.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ");
+        let (sqls, drop) = match db {
+            Db::Sqlite => (
+                vec![format!(
+                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log WHEN NEW.action IN ({list}) \
+                     BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+                )],
+                "DROP TRIGGER refuse_audit",
+            ),
+            Db::Postgres => (
+                vec![
+                    format!(
+                        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                         IF NEW.action IN ({list}) THEN RAISE EXCEPTION 'audit refused'; END IF; \
+                         RETURN NEW; END $$"
+                    ),
+                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+                        .to_owned(),
+                ],
+                "DROP TRIGGER refuse_audit ON audit_log",
+            ),
+        };
+        for sql in sqls {
+            store.db().execute_unprepared(&sql).await.expect("install trigger");
+        }
+        Self { drop }
+    }
+
+    async fn remove(self, store: &Store) {
+        store.db().execute_unprepared(self.drop).await.expect("drop trigger");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. A change and its audit record commit together.
 
@@ -1701,27 +1741,7 @@ async fn change_and_its_audit_record_commit_together(db: Db) {
     let rs = app.create_client("rs", "", &["introspect"]).await;
     let token = app.access_token(&partner, None).await;
     let store = Store::connect(&app.db_url).await.expect("store");
-    let (refuse, allow): (&[&str], &[&str]) = match db {
-        Db::Sqlite => (
-            &[
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log WHEN NEW.action IN ('client.disable', 'revoke') \
-               BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
-            ],
-            &["DROP TRIGGER refuse_audit"],
-        ),
-        Db::Postgres => (
-            &[
-                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-                 IF NEW.action IN ('client.disable', 'revoke') THEN RAISE EXCEPTION 'audit refused'; END IF; \
-                 RETURN NEW; END $$",
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
-            ],
-            &["DROP TRIGGER refuse_audit ON audit_log"],
-        ),
-    };
-    for sql in refuse {
-        store.db().execute_unprepared(sql).await.expect("install trigger");
-    }
+    let trigger = AuditRefusal::install(&store, db, &["client.disable", "revoke"]).await;
     let records = |action: &'static str| {
         let (core, id) = (Arc::clone(&app.core), partner.id.clone());
         async move {
@@ -1738,9 +1758,7 @@ async fn change_and_its_audit_record_commit_together(db: Db) {
     assert!(app.is_active(&rs, &token).await, "the revocation did not happen");
     assert!(records("client.disable").await.is_empty() && records("revoke").await.is_empty());
 
-    for sql in allow {
-        store.db().execute_unprepared(sql).await.expect("drop trigger");
-    }
+    trigger.remove(&store).await;
     assert_eq!(app.revoke(&partner, &token).await.status(), 200);
     assert!(!app.is_active(&rs, &token).await);
     assert!(app.core.admin.set_disabled("test", &partner.id, true).await.unwrap().disabled);
@@ -1761,22 +1779,6 @@ async fn no_token_without_its_audit_record(db: Db) {
     let app = spawn_app(db).await;
     let partner = app.create_client("partner", "x", &[]).await;
     let store = Store::connect(&app.db_url).await.expect("store");
-    let (refuse, allow): (&[&str], &[&str]) = match db {
-        Db::Sqlite => (
-            &["CREATE TRIGGER refuse_issue BEFORE INSERT ON audit_log WHEN NEW.action = 'client_credentials' \
-               BEGIN SELECT RAISE(ABORT, 'audit refused'); END"],
-            &["DROP TRIGGER refuse_issue"],
-        ),
-        Db::Postgres => (
-            &[
-                "CREATE FUNCTION refuse_issue() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-                 IF NEW.action = 'client_credentials' THEN RAISE EXCEPTION 'audit refused'; END IF; \
-                 RETURN NEW; END $$",
-                "CREATE TRIGGER refuse_issue BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_issue()",
-            ],
-            &["DROP TRIGGER refuse_issue ON audit_log"],
-        ),
-    };
     let issued_records = || {
         let (core, id) = (Arc::clone(&app.core), partner.id.clone());
         async move {
@@ -1785,9 +1787,7 @@ async fn no_token_without_its_audit_record(db: Db) {
             all.into_iter().filter(|r| r.action == "client_credentials").filter_map(|r| r.jti).collect::<Vec<_>>()
         }
     };
-    for sql in refuse {
-        store.db().execute_unprepared(sql).await.expect("install trigger");
-    }
+    let trigger = AuditRefusal::install(&store, db, &["client_credentials"]).await;
     let refused = app.token(&partner, None).await;
     assert_eq!(refused.status(), 503, "REST issuance while the trail refuses records");
     let body: Value = refused.json().await.expect("json");
@@ -1797,9 +1797,7 @@ async fn no_token_without_its_audit_record(db: Db) {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(issued_records().await.is_empty(), "nothing recorded for the refused issuances");
 
-    for sql in allow {
-        store.db().execute_unprepared(sql).await.expect("drop trigger");
-    }
+    trigger.remove(&store).await;
     let rest = app.access_token(&partner, None).await;
     let grpc = app.grpc_token(&partner, &[]).await.expect("gRPC issuance once the trail takes records");
     let mut recorded = issued_records().await;
