@@ -23,7 +23,20 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers larger than this in total are refused (431), on both transports.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-pub fn router(core: Arc<Tessera>) -> Router {
+/// The REST API as one service: the routes inside the middleware. It is served as it is, not
+/// wrapped in another `Router` (an outer router would route every request twice and clone a
+/// boxed service chain for it).
+pub fn service(
+    core: Arc<Tessera>,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let routes = Router::new()
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
@@ -35,12 +48,11 @@ pub fn router(core: Arc<Tessera>) -> Router {
         .with_state(core);
     // The middleware wraps the router once, not each route: `Router::layer` would box every
     // layer per route and clone that chain of boxes on every request.
-    let service = tower::ServiceBuilder::new()
+    tower::ServiceBuilder::new()
         .layer(crate::telemetry::ObserveLayer(crate::telemetry::Transport::Http))
         .layer(axum::middleware::from_fn(limit_headers))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
-        .service(routes);
-    Router::new().fallback_service(service)
+        .service(routes)
 }
 
 fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
