@@ -53,7 +53,9 @@ fresh_db() {
   "$BIN" migrate 2>/dev/null
 }
 export TESSERA_HTTP_ADDR=127.0.0.1:$PORT_HTTP TESSERA_GRPC_ADDR=127.0.0.1:$PORT_GRPC TESSERA_OPS_ADDR=127.0.0.1:$PORT_OPS
-export TESSERA_ISSUER=$BASE TESSERA_LOG=warn
+# The default configuration, as users run it (the log filter included: it decides which spans are built).
+export TESSERA_ISSUER=$BASE
+unset TESSERA_LOG RUST_LOG
 export TESSERA_KEY_ENCRYPTION_KEY=${TESSERA_KEY_ENCRYPTION_KEY:-$(head -c 32 /dev/urandom | base64)}
 
 # start_server [ENV=VALUE...] -> SERVER_PID, READY_MS (exec to /readyz 200)
