@@ -150,7 +150,7 @@ read -r RS_ID RS_SECRET <<< "$(client resource-server --capability introspect)"
 read -r EX_ID EX_SECRET <<< "$(client shopfront --tenant shop --act-as tenant)"
 for i in 1 2 3 4 5; do start_server; STARTS+=("$READY_MS"); stop_server; done
 start_server
-log "start to ready (ms, 5 starts, SQLite migrated): ${STARTS[*]}"
+log "start to ready (ms, 5 starts, $DB, migrated): ${STARTS[*]}"
 TOKEN=$(curl -s -u "$CC_ID:$CC_SECRET" -d "$TOKEN_BODY" "$BASE/oauth2/token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
 wrk_run "REST token (client credentials)" /oauth2/token "$TOKEN_BODY" "$(b64 "$CC_ID" "$CC_SECRET")"
 wrk_run "REST introspect" /oauth2/introspect "token=$TOKEN" "$(b64 "$RS_ID" "$RS_SECRET")"
