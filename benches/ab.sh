@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Interleaved A/B comparison of two server binaries (or one binary in two configurations), the
+# method behind the "What changed" figures in the README: each run starts a fresh server on a new
+# SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -c64`; A and B alternate, PAIRS
+# times, so a drift in the machine's speed hits both alike. Server CPU per request comes from
+# /proc/PID/stat (user and system apart). Everything runs on 127.0.0.1; every run is bounded.
+#
+#   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
+#   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
+#   PAIRS=5 SECS=8 benches/ab.sh ...
+set -euo pipefail
+A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
+PAIRS=${PAIRS:-3}; SECS=${SECS:-6}
+read -r -a A_ENV <<< "${A_ENV:-}"; read -r -a B_ENV <<< "${B_ENV:-}"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LUA=$PWD/benches/post_form.lua
+PORT_HTTP=${PORT_HTTP:-3600} PORT_GRPC=${PORT_GRPC:-3601} PORT_OPS=${PORT_OPS:-3602}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+WORK=$(mktemp -d)
+PID=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+json_field() { python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# run LABEL BINARY [ENV=VALUE...]: one measurement, one line of output.
+run() {
+  local label=$1 bin=$2; shift 2
+  rm -rf "$WORK/db"; mkdir "$WORK/db"
+  local -a env=(TESSERA_DATABASE_URL="sqlite://$WORK/db/t.db?mode=rwc" TESSERA_HTTP_ADDR=127.0.0.1:$PORT_HTTP
+    TESSERA_GRPC_ADDR=127.0.0.1:$PORT_GRPC TESSERA_OPS_ADDR=127.0.0.1:$PORT_OPS TESSERA_ISSUER=http://127.0.0.1:$PORT_HTTP
+    TESSERA_KEY_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)")
+  env "${env[@]}" "$bin" migrate >/dev/null 2>&1
+  env "${env[@]}" "$@" "$bin" serve --no-migrate > "$WORK/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 500); do curl -fs -o /dev/null "http://127.0.0.1:$PORT_OPS/readyz" && break; sleep 0.01; done
+  client() { env "${env[@]}" "$bin" client create --scope "api:read api:write" --json "$@" 2>/dev/null; }
+  local cc rs ex id secret path body basic token
+  cc=$(client --name bench); rs=$(client --name rs --capability introspect); ex=$(client --name shop --tenant shop --act-as tenant)
+  id=$(json_field client_id <<< "$cc"); secret=$(json_field client_secret <<< "$cc")
+  token=$(curl -fs -u "$id:$secret" -d grant_type=client_credentials "http://127.0.0.1:$PORT_HTTP/oauth2/token" | json_field access_token)
+  case $OP in
+    client_credentials) path=/oauth2/token; body="grant_type=client_credentials&scope=api%3Aread" ;;
+    introspection) path=/oauth2/introspect; body="token=$token&token_type_hint=access_token"; cc=$rs ;;
+    exchange) path=/oauth2/token; cc=$ex
+      body="grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=alice&subject_token_type=urn%3Atessera%3Aparams%3Aoauth%3Atoken-type%3Auser_id&scope=api%3Aread" ;;
+    *) echo "unknown operation $OP" >&2; exit 2 ;;
+  esac
+  basic=$(printf '%s:%s' "$(json_field client_id <<< "$cc")" "$(json_field client_secret <<< "$cc")" | base64 -w0)
+  WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout 30 wrk -t2 -c64 -d2s -s "$LUA" "http://127.0.0.1:$PORT_HTTP" >/dev/null 2>&1 || true
+  local before after out
+  before=$(awk '{print $14, $15}' "/proc/$PID/stat")
+  out=$(WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" --latency -s "$LUA" "http://127.0.0.1:$PORT_HTTP" 2>&1)
+  after=$(awk '{print $14, $15}' "/proc/$PID/stat")
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  python3 - "$label" "$(sed -n 's/^WRKJSON //p' <<< "$out")" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee -a "$WORK/results"
+import json, sys
+label, w, (u0, s0), (u1, s1), hz = sys.argv[1], json.loads(sys.argv[2]), map(int, sys.argv[3].split()), map(int, sys.argv[4].split()), int(sys.argv[5])
+n = max(w["requests"], 1)
+us = lambda ticks: ticks / hz * 1e6 / n
+print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{w["non2xx"] + w["socket_errors"]}')
+PY
+}
+
+echo -e "run\treq/s\tp99 ms\tCPU µs/req\tuser\tsystem\terrors"
+for i in $(seq 1 "$PAIRS"); do
+  run "A$i" "$A" "${A_ENV[@]}"
+  run "B$i" "$B" "${B_ENV[@]}"
+done
+python3 - "$WORK/results" <<'PY'
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
+for side in "AB":
+    r = [x for x in rows if x[0].startswith(side)]
+    rps = [float(x[1]) for x in r]; cpu = [float(x[3]) for x in r]; p99 = [float(x[2]) for x in r]
+    print(f"{side}: median {statistics.median(rps):.0f} req/s [{min(rps):.0f}-{max(rps):.0f}], "
+          f"{statistics.median(cpu):.1f} µs/req [{min(cpu):.1f}-{max(cpu):.1f}], p99 median {statistics.median(p99):.2f} ms")
+PY
