@@ -158,20 +158,20 @@ impl Application {
                 LimitedListener::new(grpc, max_connections).into_stream(),
                 wait_for(stop_rx.clone()),
             );
-        let rest = crate::http::service(Arc::clone(&core));
+        let rest = axum::ServiceExt::into_make_service_with_connect_info::<crate::tls::Peer>(crate::http::service(
+            Arc::clone(&core),
+        ));
         let http_stop = wait_for(stop_rx.clone());
         let http_server = async move {
             match &tls {
                 Some(files) => {
                     let listener =
                         TlsListener::new(LimitedListener::new(http, max_connections), files.server_config()?)?;
-                    let service = axum::ServiceExt::into_make_service_with_connect_info::<crate::tls::Peer>(rest);
-                    axum::serve(listener, service).with_graceful_shutdown(http_stop).await?;
+                    axum::serve(listener, rest).with_graceful_shutdown(http_stop).await?;
                 }
                 None => {
-                    let service = axum::ServiceExt::into_make_service_with_connect_info::<crate::tls::Peer>(rest);
                     let listener = LimitedListener::new(http, max_connections);
-                    axum::serve(listener, service).with_graceful_shutdown(http_stop).await?
+                    axum::serve(listener, rest).with_graceful_shutdown(http_stop).await?
                 }
             }
             Ok::<(), anyhow::Error>(())
