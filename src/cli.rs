@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// Audit trail: on (default) or off (only to measure its cost).
     #[arg(long, env = "TESSERA_AUDIT", value_enum, default_value_t = Switch::On)]
     pub audit: Switch,
+    /// Audit group commits start at most once per this many microseconds under load (0 = back
+    /// to back); fewer, larger commits cost less CPU and disk. A lone record never waits.
+    #[arg(long, env = "TESSERA_AUDIT_COMMIT_INTERVAL_US", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub audit_commit_interval_us: u64,
     /// Change-feed poll interval in milliseconds (PostgreSQL also wakes on NOTIFY).
     #[arg(long, env = "TESSERA_CHANGE_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=5000))]
     pub change_poll_ms: u64,
@@ -388,6 +392,7 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
     settings.access_token_ttl = args.access_token_ttl;
     settings.user_token_ttl = args.user_token_ttl;
     settings.audit = args.audit == Switch::On;
+    settings.audit_commit_interval = std::time::Duration::from_micros(args.audit_commit_interval_us);
     settings.throttle_delay = std::time::Duration::from_millis(args.throttle_delay_ms);
     settings.key_prepublish_secs = args.key_prepublish_secs.max(0);
     if settings.key_prepublish_secs < 300 {

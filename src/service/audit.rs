@@ -10,6 +10,16 @@
 //! thread runs the statement itself ([`GroupWriter::File`]): no hand-over to a database thread,
 //! and its runtime parks on a futex, not epoll. (In-memory SQLite, which has no connection of its
 //! own for the writer, keeps it as a task on the server's runtime.)
+//!
+//! Commits are paced: under sustained load a group commit starts at most once per commit interval
+//! (500 µs by default), counted from the start of the one before, so a commit that finishes early
+//! leaves the writer gathering records for the rest of the interval. On an SQLite file a commit
+//! costs about 75 µs of CPU whatever its size (the fdatasync alone about 50: two requests to the
+//! disk), and unpaced the writer commits as often as the disk allows, 3,000–3,500 times a second
+//! with 10–12 records each. Paced, groups hold about 30 records: issuance gained 10–12%, p99
+//! fell from 4–11 ms to 3.3–3.5 ms and a token costs 3–5 µs less CPU (interleaved runs on a
+//! 2-core AMD EPYC VM). A record after a quiet spell longer than the interval is committed at
+//! once: pacing adds latency only when commits follow each other back to back.
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +32,8 @@ use crate::storage::audit::{AuditRecord, GroupWriter};
 const MAX_BATCH: usize = crate::storage::audit::MAX_GROUP;
 /// Records queued at most; a full queue makes callers wait (back-pressure), never drops.
 const QUEUE: usize = 8192;
+/// Group commits start at most this often by default (see the module documentation).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_micros(500);
 
 struct Pending {
     record: AuditRecord,
@@ -69,8 +81,10 @@ impl Audit {
     }
 
     /// Starts the group-commit writer; it ends when the last `Audit` clone is dropped, after
-    /// writing everything queued.
-    pub fn batched(store: Store) -> std::io::Result<Self> {
+    /// writing everything queued. Commits start at most once per `commit_interval` (zero: as soon
+    /// as the one before has finished); pacing needs the writer's own thread, so the in-memory
+    /// database, whose writer is a task on the server's runtime, is never paced.
+    pub fn batched(store: Store, commit_interval: Duration) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let target = store.group_writer();
         if target.wants_thread() {
@@ -84,9 +98,9 @@ impl Audit {
             let runtime = runtime.build()?;
             std::thread::Builder::new()
                 .name("tessera-audit".into())
-                .spawn(move || runtime.block_on(writer(target, rx)))?;
+                .spawn(move || runtime.block_on(writer(target, rx, commit_interval)))?;
         } else {
-            tokio::spawn(writer(target, rx));
+            tokio::spawn(writer(target, rx, Duration::ZERO));
         }
         Ok(Self(Sink::Batched(tx)))
     }
@@ -126,37 +140,57 @@ impl Audit {
     }
 }
 
-async fn writer(mut target: GroupWriter, mut rx: mpsc::Receiver<Msg>) {
+/// `pace`: the commit interval. Non-zero only on the writer's own thread, which it blocks while
+/// it waits.
+async fn writer(mut target: GroupWriter, mut rx: mpsc::Receiver<Msg>, pace: Duration) {
     let mut group = Group::default();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut last_commit: Option<std::time::Instant> = None;
     while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Record(p) => {
-                    group.records.push(p.record);
-                    group.waiting.push(p.done);
-                }
-                Msg::Flush(done) => flushes.push(done),
-            }
-            if group.records.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+        gather(&mut rx, first, &mut group, &mut flushes);
+        let wait = last_commit.map_or(Duration::ZERO, |t| pace.saturating_sub(t.elapsed()));
+        if !wait.is_zero() && group.records.len() < MAX_BATCH && flushes.is_empty() {
+            std::thread::sleep(wait);
+            if let Ok(msg) = rx.try_recv() {
+                gather(&mut rx, msg, &mut group, &mut flushes);
             }
         }
-        if !group.records.is_empty() && !commit(&mut target, &mut group).await {
-            // The database is unreachable: everything that queued while this batch failed would
-            // fail the same way; answer it now rather than after one more timeout each.
-            while let Ok(msg) = rx.try_recv() {
-                match msg {
-                    Msg::Record(p) => {
-                        let _ = p.done.send(Err("database unreachable".into()));
+        if group.records.is_empty() {
+            last_commit = None;
+        } else {
+            last_commit = Some(std::time::Instant::now());
+            if !commit(&mut target, &mut group).await {
+                // The database is unreachable: everything that queued while this batch failed
+                // would fail the same way; answer it now rather than after one more timeout each.
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Record(p) => {
+                            let _ = p.done.send(Err("database unreachable".into()));
+                        }
+                        Msg::Flush(done) => flushes.push(done),
                     }
-                    Msg::Flush(done) => flushes.push(done),
                 }
             }
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Adds `first` and whatever else is queued to the group, up to [`MAX_BATCH`] records.
+fn gather(rx: &mut mpsc::Receiver<Msg>, first: Msg, group: &mut Group, flushes: &mut Vec<oneshot::Sender<()>>) {
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        match msg {
+            Msg::Record(p) => {
+                group.records.push(p.record);
+                group.waiting.push(p.done);
+            }
+            Msg::Flush(done) => flushes.push(done),
+        }
+        if group.records.len() < MAX_BATCH {
+            next = rx.try_recv().ok();
         }
     }
 }

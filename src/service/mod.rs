@@ -37,6 +37,8 @@ pub struct Settings {
     pub user_token_ttl: i64,
     /// Write the audit trail (on by default; off only to measure its cost).
     pub audit: bool,
+    /// Audit group commits start at most this often under load (zero: back to back).
+    pub audit_commit_interval: Duration,
     /// Parallel argon2 verifications at most.
     pub argon2_concurrency: usize,
     /// Verified tokens remembered for introspection.
@@ -59,6 +61,7 @@ impl Settings {
             access_token_ttl: 3600,
             user_token_ttl: 300,
             audit: true,
+            audit_commit_interval: audit::DEFAULT_COMMIT_INTERVAL,
             argon2_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             token_cache_capacity: 200_000,
             change_poll_interval: Duration::from_millis(250),
@@ -101,7 +104,8 @@ impl Tessera {
     /// Makes sure a signing key exists, then loads clients, keys and revocations into memory.
     pub async fn open(store: Store, settings: Settings, kek: Kek, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
         let hasher = SecretHasher::new(settings.argon2_concurrency)?;
-        let audit = if settings.audit { Audit::batched(store.clone())? } else { Audit::off() };
+        let audit =
+            if settings.audit { Audit::batched(store.clone(), settings.audit_commit_interval)? } else { Audit::off() };
         let admin = Admin::new(store.clone(), hasher.clone(), Arc::clone(&clock), audit.clone());
         let core = Arc::new(Self {
             tokens: TokenCache::new(settings.token_cache_capacity),

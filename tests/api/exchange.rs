@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera::grpc::pb;
+use tessera::service::Audit;
 use tessera::storage::Store;
 use tessera::storage::audit::{AuditQuery, AuditRecord};
 
@@ -21,6 +22,7 @@ on_both_dbs!(
     re_exchange_for_another_audience,
     audit_trail_records_each_case,
     audit_groups_are_written_whole_and_in_order,
+    audit_commits_are_paced,
     exchange_bad_input,
 );
 
@@ -554,4 +556,43 @@ async fn audit_groups_are_written_whole_and_in_order(db: Db) {
     let mut back = store.query_audit(&AuditQuery { limit: 2000, ..AuditQuery::default() }).await.unwrap();
     back.reverse();
     assert_eq!(back, records);
+}
+
+/// Back to back, the audit writer starts a group commit at most once per commit interval and what
+/// arrives meanwhile joins one group; a record after a quiet spell is committed at once.
+async fn audit_commits_are_paced(db: Db) {
+    const INTERVAL: Duration = Duration::from_millis(1500);
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let audit = Audit::batched(store.clone(), INTERVAL).unwrap();
+    let record = |i: i64| AuditRecord {
+        at_ms: 1_700_000_000_000 + i,
+        action: "client_credentials".into(),
+        actor: format!("cl_{i}"),
+        outcome: "ok".into(),
+        ..AuditRecord::default()
+    };
+    let t0 = std::time::Instant::now();
+    audit.record(record(0)).await.unwrap();
+    let lone = t0.elapsed();
+    assert!(lone < INTERVAL / 2, "a lone record waited {lone:?}");
+    // Two more right after that commit: they wait for the interval to pass since it started, and
+    // the later one, queued while the writer waits, is committed in the same group (a group of
+    // its own would start another interval later).
+    let (second, third) = tokio::join!(
+        async {
+            audit.record(record(1)).await.unwrap();
+            t0.elapsed()
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            audit.record(record(2)).await.unwrap();
+            t0.elapsed()
+        },
+    );
+    assert!(second >= INTERVAL, "the next commit started {second:?} after the first, within the interval");
+    assert!(third < INTERVAL * 2, "the third record waited for a group of its own ({third:?})");
+    let back = store.query_audit(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
+    assert_eq!(back.len(), 3);
 }
