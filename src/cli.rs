@@ -14,6 +14,7 @@ use crate::config::{DEFAULT_DATABASE_URL, resolve_kek, value_or_file};
 use crate::crypto::SigningAlg;
 use crate::crypto::secret::SecretHasher;
 use crate::domain::{Capability, Client, ClientUpdate, Grant, NewClient, NewGrant, ScopeSet};
+use crate::service::audit::Idleness;
 use crate::service::{Admin, Audit, Settings};
 use crate::storage::Store;
 use crate::storage::audit::AuditQuery;
@@ -202,8 +203,8 @@ pub struct ServeArgs {
     /// Audit trail: on (default) or off (only to measure its cost).
     #[arg(long, env = "TESSERA_AUDIT", value_enum, default_value_t = Switch::On)]
     pub audit: Switch,
-    /// Audit group commits start at most once per this many microseconds under load (0 = back
-    /// to back); fewer, larger commits cost less CPU and disk. A lone record never waits.
+    /// While the server is saturated, audit group commits start at most once per this many
+    /// microseconds (0 = back to back): fewer, larger commits cost less CPU and disk.
     #[arg(long, env = "TESSERA_AUDIT_COMMIT_INTERVAL_US", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub audit_commit_interval_us: u64,
     /// Change-feed poll interval in milliseconds (PostgreSQL also wakes on NOTIFY).
@@ -368,10 +369,12 @@ pub fn init_logging(format: LogFormat) {
     let _ = crate::telemetry::init(format == LogFormat::Json);
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `idleness`: the runtime's, when the caller installed it ([`Idleness::install`]); the server's
+/// audit writer paces its commits by it.
+pub async fn run(cli: Cli, idleness: Option<Arc<Idleness>>) -> anyhow::Result<()> {
     let url = cli.db.url()?;
     match cli.command {
-        Command::Serve(args) => serve(url, args).await,
+        Command::Serve(args) => serve(url, args, idleness).await,
         Command::Migrate => {
             let store = Store::connect(&url).await?;
             store.migrate().await?;
@@ -385,7 +388,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(database_url: String, args: ServeArgs, idleness: Option<Arc<Idleness>>) -> anyhow::Result<()> {
     let kek = args.kek.resolve(&database_url)?;
     let mut settings = Settings::new(String::new());
     settings.signing_alg = args.signing_alg;
@@ -393,6 +396,7 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
     settings.user_token_ttl = args.user_token_ttl;
     settings.audit = args.audit == Switch::On;
     settings.audit_commit_interval = std::time::Duration::from_micros(args.audit_commit_interval_us);
+    settings.runtime_idleness = idleness;
     settings.throttle_delay = std::time::Duration::from_millis(args.throttle_delay_ms);
     settings.key_prepublish_secs = args.key_prepublish_secs.max(0);
     if settings.key_prepublish_secs < 300 {

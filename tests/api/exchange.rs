@@ -1,10 +1,12 @@
 //! Acting for users (RFC 8693 token exchange): the shop-front partner, the integration partner
 //! with grants, cascading revocation, re-exchange with nested `act`, the audit trail, bad input.
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera::grpc::pb;
 use tessera::service::Audit;
+use tessera::service::audit::{Idleness, Pacing};
 use tessera::storage::Store;
 use tessera::storage::audit::{AuditQuery, AuditRecord};
 
@@ -558,21 +560,26 @@ async fn audit_groups_are_written_whole_and_in_order(db: Db) {
     assert_eq!(back, records);
 }
 
-/// Back to back, the audit writer starts a group commit at most once per commit interval and what
-/// arrives meanwhile joins one group; a record after a quiet spell is committed at once.
-async fn audit_commits_are_paced(db: Db) {
-    const INTERVAL: Duration = Duration::from_millis(1500);
-    let db = TestDb::new(db).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
-    let audit = Audit::batched(store.clone(), INTERVAL).unwrap();
-    let record = |i: i64| AuditRecord {
+fn audit_record(i: i64) -> AuditRecord {
+    AuditRecord {
         at_ms: 1_700_000_000_000 + i,
         action: "client_credentials".into(),
         actor: format!("cl_{i}"),
         outcome: "ok".into(),
         ..AuditRecord::default()
-    };
+    }
+}
+
+/// Back to back, and with no runtime idleness to tell it otherwise, the audit writer starts a group
+/// commit at most once per commit interval and what arrives meanwhile joins one group; a record
+/// after a quiet spell is committed at once.
+async fn audit_commits_are_paced(db: Db) {
+    const INTERVAL: Duration = Duration::from_millis(1500);
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let audit = Audit::batched(store.clone(), Pacing { interval: INTERVAL, idleness: None }).unwrap();
+    let record = audit_record;
     let t0 = std::time::Instant::now();
     audit.record(record(0)).await.unwrap();
     let lone = t0.elapsed();
@@ -595,4 +602,29 @@ async fn audit_commits_are_paced(db: Db) {
     assert!(third < INTERVAL * 2, "the third record waited for a group of its own ({third:?})");
     let back = store.query_audit(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
     assert_eq!(back.len(), 3);
+}
+
+/// With the server runtime's idleness known, the audit writer waits only while the workers have
+/// had no idle moment since the last commit began: on an idle runtime, a record that follows a
+/// commit at once is written at once, not an interval later.
+#[test]
+fn audit_pacing_never_waits_with_idle_workers() {
+    const INTERVAL: Duration = Duration::from_secs(3);
+    let idleness = Arc::new(Idleness::default());
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    idleness.install(builder.worker_threads(2).enable_all());
+    let runtime = builder.build().unwrap();
+    runtime.block_on(async {
+        let db = TestDb::new(Db::Sqlite).await;
+        let store = Store::connect(&db.url).await.unwrap();
+        store.migrate().await.unwrap();
+        let audit = Audit::batched(store.clone(), Pacing { interval: INTERVAL, idleness: Some(idleness) }).unwrap();
+        for i in 0..3 {
+            let t = std::time::Instant::now();
+            audit.record(audit_record(i)).await.unwrap();
+            assert!(t.elapsed() < INTERVAL / 2, "record {i} waited {:?} on an idle server", t.elapsed());
+        }
+        let back = store.query_audit(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
+        assert_eq!(back.len(), 3);
+    });
 }
