@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Interleaved A/B comparison of two server binaries (or one binary in two configurations), the
 # method behind the "What changed" figures in the README: each run starts a fresh server on a new
-# SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -c64`; A and B alternate, PAIRS
-# times, so a drift in the machine's speed hits both alike. Server CPU per request comes from
-# /proc/PID/stat (user and system apart). Everything runs on 127.0.0.1; every run is bounded.
+# SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -cCONNS` (CONNS 64 unless set);
+# A and B alternate, PAIRS times, so a drift in the machine's speed hits both alike. Server CPU
+# per request comes from /proc/PID/stat (user and system apart). Everything runs on 127.0.0.1;
+# every run is bounded.
 #
 #   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
 #   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
-#   PAIRS=5 SECS=8 benches/ab.sh ...
+#   PAIRS=5 SECS=8 CONNS=16 benches/ab.sh ...
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
-PAIRS=${PAIRS:-3}; SECS=${SECS:-6}
+PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}
 read -r -a A_ENV <<< "${A_ENV:-}"; read -r -a B_ENV <<< "${B_ENV:-}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LUA=$PWD/benches/post_form.lua
@@ -46,10 +47,10 @@ run() {
     *) echo "unknown operation $OP" >&2; exit 2 ;;
   esac
   basic=$(printf '%s:%s' "$(json_field client_id <<< "$cc")" "$(json_field client_secret <<< "$cc")" | base64 -w0)
-  WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout 30 wrk -t2 -c64 -d2s -s "$LUA" "http://127.0.0.1:$PORT_HTTP" >/dev/null 2>&1 || true
+  WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout 30 wrk -t2 -c"$CONNS" -d2s -s "$LUA" "http://127.0.0.1:$PORT_HTTP" >/dev/null 2>&1 || true
   local before after out
   before=$(awk '{print $14, $15}' "/proc/$PID/stat")
-  out=$(WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" --latency -s "$LUA" "http://127.0.0.1:$PORT_HTTP" 2>&1)
+  out=$(WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $((SECS + 30)) wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$LUA" "http://127.0.0.1:$PORT_HTTP" 2>&1)
   after=$(awk '{print $14, $15}' "/proc/$PID/stat")
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   python3 - "$label" "$(sed -n 's/^WRKJSON //p' <<< "$out")" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee -a "$WORK/results"
