@@ -579,9 +579,8 @@ async fn audit_commits_are_paced(db: Db) {
     let store = Store::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
     let audit = Audit::batched(store.clone(), Pacing { interval: INTERVAL, idleness: None }).unwrap();
-    let record = audit_record;
     let t0 = std::time::Instant::now();
-    audit.record(record(0)).await.unwrap();
+    audit.record(audit_record(0)).await.unwrap();
     let lone = t0.elapsed();
     assert!(lone < INTERVAL / 2, "a lone record waited {lone:?}");
     // Two more right after that commit: they wait for the interval to pass since it started, and
@@ -589,12 +588,12 @@ async fn audit_commits_are_paced(db: Db) {
     // its own would start another interval later).
     let (second, third) = tokio::join!(
         async {
-            audit.record(record(1)).await.unwrap();
+            audit.record(audit_record(1)).await.unwrap();
             t0.elapsed()
         },
         async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            audit.record(record(2)).await.unwrap();
+            audit.record(audit_record(2)).await.unwrap();
             t0.elapsed()
         },
     );
