@@ -14,7 +14,7 @@ use crate::config::{DEFAULT_DATABASE_URL, resolve_kek, value_or_file};
 use crate::crypto::SigningAlg;
 use crate::crypto::secret::SecretHasher;
 use crate::domain::{Capability, Client, ClientUpdate, Grant, NewClient, NewGrant, ScopeSet};
-use crate::service::audit::Idleness;
+use crate::service::audit::{Idleness, Pacing};
 use crate::service::{Admin, Audit, Settings};
 use crate::storage::Store;
 use crate::storage::audit::AuditQuery;
@@ -395,8 +395,8 @@ async fn serve(database_url: String, args: ServeArgs, idleness: Option<Arc<Idlen
     settings.access_token_ttl = args.access_token_ttl;
     settings.user_token_ttl = args.user_token_ttl;
     settings.audit = args.audit == Switch::On;
-    settings.audit_commit_interval = std::time::Duration::from_micros(args.audit_commit_interval_us);
-    settings.runtime_idleness = idleness;
+    settings.audit_pacing =
+        Pacing { interval: std::time::Duration::from_micros(args.audit_commit_interval_us), idleness };
     settings.throttle_delay = std::time::Duration::from_millis(args.throttle_delay_ms);
     settings.key_prepublish_secs = args.key_prepublish_secs.max(0);
     if settings.key_prepublish_secs < 300 {

@@ -37,12 +37,8 @@ pub struct Settings {
     pub user_token_ttl: i64,
     /// Write the audit trail (on by default; off only to measure its cost).
     pub audit: bool,
-    /// Audit group commits start at most this often while the server is saturated (zero: back
-    /// to back).
-    pub audit_commit_interval: Duration,
-    /// The server runtime's idleness (installed by the binary), which tells the audit writer
-    /// whether the CPU is saturated; None: pace whenever commits follow each other back to back.
-    pub runtime_idleness: Option<Arc<audit::Idleness>>,
+    /// How the audit writer spaces its group commits while the server is saturated.
+    pub audit_pacing: audit::Pacing,
     /// Parallel argon2 verifications at most.
     pub argon2_concurrency: usize,
     /// Verified tokens remembered for introspection.
@@ -65,8 +61,7 @@ impl Settings {
             access_token_ttl: 3600,
             user_token_ttl: 300,
             audit: true,
-            audit_commit_interval: audit::DEFAULT_COMMIT_INTERVAL,
-            runtime_idleness: None,
+            audit_pacing: audit::Pacing { interval: audit::DEFAULT_COMMIT_INTERVAL, idleness: None },
             argon2_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             token_cache_capacity: 200_000,
             change_poll_interval: Duration::from_millis(250),
@@ -109,14 +104,8 @@ impl Tessera {
     /// Makes sure a signing key exists, then loads clients, keys and revocations into memory.
     pub async fn open(store: Store, settings: Settings, kek: Kek, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
         let hasher = SecretHasher::new(settings.argon2_concurrency)?;
-        let audit = if settings.audit {
-            Audit::batched(
-                store.clone(),
-                audit::Pacing { interval: settings.audit_commit_interval, idleness: settings.runtime_idleness.clone() },
-            )?
-        } else {
-            Audit::off()
-        };
+        let audit =
+            if settings.audit { Audit::batched(store.clone(), settings.audit_pacing.clone())? } else { Audit::off() };
         let admin = Admin::new(store.clone(), hasher.clone(), Arc::clone(&clock), audit.clone());
         let core = Arc::new(Self {
             tokens: TokenCache::new(settings.token_cache_capacity),
