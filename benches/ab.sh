@@ -9,18 +9,59 @@
 #   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
 #   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
 #   PAIRS=5 SECS=8 CONNS=16 benches/ab.sh ...
+#   STREAMS=8 CONNS=8 benches/ab.sh OLD NEW grpc_issue   # gRPC through h2load (grpc_issue, grpc_introspect,
+#                                                          # grpc_exchange): CONNS connections x STREAMS calls each
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
-PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}
+PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}
 read -r -a A_ENV <<< "${A_ENV:-}"; read -r -a B_ENV <<< "${B_ENV:-}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LUA=$PWD/benches/post_form.lua
 PORT_HTTP=${PORT_HTTP:-3600} PORT_GRPC=${PORT_GRPC:-3601} PORT_OPS=${PORT_OPS:-3602}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+# grpc_body FILE FIELD=STRING...: one length-prefixed protobuf message of string fields.
+grpc_body() {
+  python3 - "$@" <<'PY'
+import struct, sys
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([b])
+        out += bytes([b | 0x80])
+msg = b""
+for arg in sys.argv[2:]:
+    field, value = arg.split("=", 1)
+    value = value.encode()
+    msg += bytes([int(field) << 3 | 2]) + varint(len(value)) + value
+open(sys.argv[1], "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
+PY
+}
+# load SECONDS: one run of wrk or h2load against the server; prints one JSON line.
+load() {
+  if [ -z "$method" ]; then
+    WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $(($1 + 30)) wrk -t2 -c"$CONNS" -d"$1s" --latency -s "$LUA" \
+      "http://127.0.0.1:$PORT_HTTP" 2>&1 | sed -n 's/^WRKJSON //p'
+    return
+  fi
+  timeout $(($1 + 30)) h2load -t 2 -c "$CONNS" -m "$STREAMS" -D "$1" -d "$WORK/body.bin" -H 'content-type: application/grpc' \
+    -H 'te: trailers' -H "authorization: Basic $basic" "http://127.0.0.1:$PORT_GRPC/tessera.v1.TokenService/$method" 2>&1 \
+    | python3 -c '
+import json, re, sys
+out = sys.stdin.read()
+done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+ok = int(re.search(r"status codes: (\d+) 2xx", out).group(1))
+rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+lat = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(\w+)", out)  # the mean
+mx = float(lat.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[lat.group(2)] if lat else 0
+print(json.dumps({"rps": rps, "requests": done, "p99_us": mx, "non2xx": done - ok, "socket_errors": 0}))'
+}
 json_field() { python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 # run LABEL BINARY [ENV=VALUE...]: one measurement, one line of output.
@@ -35,7 +76,7 @@ run() {
   PID=$!
   for _ in $(seq 1 500); do curl -fs -o /dev/null "http://127.0.0.1:$PORT_OPS/readyz" && break; sleep 0.01; done
   client() { env "${env[@]}" "$bin" client create --scope "api:read api:write" --json "$@" 2>/dev/null; }
-  local cc rs ex id secret path body basic token
+  local cc rs ex id secret path body basic token method=
   cc=$(client --name bench); rs=$(client --name rs --capability introspect); ex=$(client --name shop --tenant shop --act-as tenant)
   id=$(json_field client_id <<< "$cc"); secret=$(json_field client_secret <<< "$cc")
   token=$(curl -fs -u "$id:$secret" -d grant_type=client_credentials "http://127.0.0.1:$PORT_HTTP/oauth2/token" | json_field access_token)
@@ -44,16 +85,19 @@ run() {
     introspection) path=/oauth2/introspect; body="token=$token&token_type_hint=access_token"; cc=$rs ;;
     exchange) path=/oauth2/token; cc=$ex
       body="grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=alice&subject_token_type=urn%3Atessera%3Aparams%3Aoauth%3Atoken-type%3Auser_id&scope=api%3Aread" ;;
+    grpc_issue) method=IssueToken; grpc_body "$WORK/body.bin" 1=api:read ;;
+    grpc_introspect) method=Introspect; grpc_body "$WORK/body.bin" "1=$token"; cc=$rs ;;
+    grpc_exchange) method=ExchangeForUser; grpc_body "$WORK/body.bin" 1=alice 2=api:read; cc=$ex ;;
     *) echo "unknown operation $OP" >&2; exit 2 ;;
   esac
   basic=$(printf '%s:%s' "$(json_field client_id <<< "$cc")" "$(json_field client_secret <<< "$cc")" | base64 -w0)
-  WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout 30 wrk -t2 -c"$CONNS" -d2s -s "$LUA" "http://127.0.0.1:$PORT_HTTP" >/dev/null 2>&1 || true
+  load 2 >/dev/null || true
   local before after out
   before=$(awk '{print $14, $15}' "/proc/$PID/stat")
-  out=$(WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $((SECS + 30)) wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$LUA" "http://127.0.0.1:$PORT_HTTP" 2>&1)
+  out=$(load "$SECS")
   after=$(awk '{print $14, $15}' "/proc/$PID/stat")
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-  python3 - "$label" "$(sed -n 's/^WRKJSON //p' <<< "$out")" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee -a "$WORK/results"
+  python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee -a "$WORK/results"
 import json, sys
 label, w, (u0, s0), (u1, s1), hz = sys.argv[1], json.loads(sys.argv[2]), map(int, sys.argv[3].split()), map(int, sys.argv[4].split()), int(sys.argv[5])
 n = max(w["requests"], 1)
@@ -62,7 +106,7 @@ print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0
 PY
 }
 
-echo -e "run\treq/s\tp99 ms\tCPU µs/req\tuser\tsystem\terrors"
+echo -e "run\treq/s\tp99 ms (h2load: mean)\tCPU µs/req\tuser\tsystem\terrors"
 for i in $(seq 1 "$PAIRS"); do
   run "A$i" "$A" "${A_ENV[@]}"
   run "B$i" "$B" "${B_ENV[@]}"

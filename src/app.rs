@@ -38,6 +38,9 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Open connections at most, per listener (gRPC, REST).
     pub max_connections: usize,
+    /// Threads that serve gRPC connections, each a single-threaded runtime ([`crate::shards`]);
+    /// 0 = serve them on the runtime that serves REST.
+    pub grpc_threads: usize,
 }
 
 pub struct Application {
@@ -48,6 +51,7 @@ pub struct Application {
     tls: Option<TlsFiles>,
     drain_timeout: Duration,
     max_connections: usize,
+    grpc_threads: usize,
 }
 
 impl Application {
@@ -92,6 +96,7 @@ impl Application {
             tls: config.tls,
             drain_timeout: config.drain_timeout,
             max_connections: config.max_connections,
+            grpc_threads: config.grpc_threads,
         })
     }
 
@@ -115,7 +120,7 @@ impl Application {
     /// NOT_SERVING, the listeners stop accepting, requests in flight finish (bounded by the
     /// drain timeout), and the audit trail is flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { core, grpc, http, ops, tls, drain_timeout, max_connections } = self;
+        let Self { core, grpc, http, ops, tls, drain_timeout, max_connections, grpc_threads } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         tokio::spawn(follow_changes(Arc::clone(&core), Arc::clone(&wake), stop_rx.clone()));
@@ -145,7 +150,7 @@ impl Application {
             let identity = tonic::transport::Identity::from_pem(cert, key);
             builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
         }
-        let grpc_server = builder
+        let grpc_router = builder
             .timeout(crate::http::REQUEST_TIMEOUT)
             .http2_max_header_list_size(u32::try_from(crate::http::MAX_HEADER_BYTES).unwrap_or(16 * 1024))
             .layer(ObserveLayer(Transport::Grpc))
@@ -153,11 +158,18 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(token_service)
-            .add_service(admin_service)
-            .serve_with_incoming_shutdown(
-                LimitedListener::new(grpc, max_connections).into_stream(),
-                wait_for(stop_rx.clone()),
-            );
+            .add_service(admin_service);
+        let grpc_listener = LimitedListener::new(grpc, max_connections);
+        let grpc_server: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if grpc_threads == 0 {
+            let server =
+                grpc_router.serve_with_incoming_shutdown(grpc_listener.into_stream(), wait_for(stop_rx.clone()));
+            Box::pin(async move { server.await.context("gRPC server") })
+        } else {
+            let idleness = core.settings.audit_pacing.idleness.clone();
+            let serve =
+                move |incoming, stop| grpc_router.clone().serve_with_incoming_shutdown(incoming, wait_for(stop));
+            Box::pin(crate::shards::serve(grpc_listener, grpc_threads, idleness, serve, stop_rx.clone()))
+        };
         let rest = axum::ServiceExt::into_make_service_with_connect_info::<crate::tls::Peer>(crate::http::service(
             Arc::clone(&core),
         ));
@@ -177,7 +189,7 @@ impl Application {
             Ok::<(), anyhow::Error>(())
         };
         let mut servers = tokio::task::JoinSet::new();
-        servers.spawn(async move { grpc_server.await.context("gRPC server") });
+        servers.spawn(grpc_server);
         servers.spawn(http_server);
         // The operations listener outlives the drain, so probes see "not ready" throughout.
         let ops_task = ops.map(|listener| {

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod service;
+pub mod shards;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

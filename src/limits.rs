@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +18,42 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Counted<S> {
     inner: S,
     _permit: OwnedSemaphorePermit,
+    _tally: Option<Tally>,
+}
+
+/// One open connection in a count of them (a gRPC thread's load), for as long as it is held.
+pub struct Tally(Arc<AtomicUsize>);
+
+impl Tally {
+    pub fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Counted<TcpStream> {
+    /// Detaches the connection from this runtime, to hand it to another.
+    pub fn into_std(self) -> io::Result<Counted<std::net::TcpStream>> {
+        Ok(Counted { inner: self.inner.into_std()?, _permit: self._permit, _tally: self._tally })
+    }
+}
+
+impl Counted<std::net::TcpStream> {
+    /// Counts the connection in `tally` while it is open.
+    pub fn tallied(self, tally: Tally) -> Self {
+        Self { _tally: Some(tally), ..self }
+    }
+
+    /// Attaches the connection to the runtime this is called on (it stays non-blocking).
+    pub fn into_tokio(self) -> io::Result<Counted<TcpStream>> {
+        Ok(Counted { inner: TcpStream::from_std(self.inner)?, _permit: self._permit, _tally: self._tally })
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -76,7 +113,7 @@ impl LimitedListener {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (Counted { inner: stream, _permit: permit }, addr);
+                    return (Counted { inner: stream, _permit: permit, _tally: None }, addr);
                 }
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(e) => {

@@ -13,8 +13,13 @@ fn main() -> std::process::ExitCode {
     // The runtime #[tokio::main] would build, plus the hooks that tell the audit writer whether
     // the workers have had anything to do (it paces its commits only while they have).
     let idleness = Arc::new(Idleness::default());
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(tessera::shards::default_count);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    idleness.install(builder.enable_all());
+    idleness.install(builder.worker_threads(workers).enable_all(), workers);
     match builder.build() {
         Ok(runtime) => runtime.block_on(run(idleness)),
         Err(e) => {

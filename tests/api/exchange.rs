@@ -570,15 +570,21 @@ fn audit_record(i: i64) -> AuditRecord {
     }
 }
 
+/// A fresh, migrated database and a group-commit audit writer on it.
+async fn paced_audit(db: Db, pacing: Pacing) -> (TestDb, Store, Audit) {
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let audit = Audit::batched(store.clone(), pacing).unwrap();
+    (db, store, audit)
+}
+
 /// Back to back, and with no runtime idleness to tell it otherwise, the audit writer starts a group
 /// commit at most once per commit interval and what arrives meanwhile joins one group; a record
 /// after a quiet spell is committed at once.
 async fn audit_commits_are_paced(db: Db) {
     const INTERVAL: Duration = Duration::from_millis(1500);
-    let db = TestDb::new(db).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
-    let audit = Audit::batched(store.clone(), Pacing { interval: INTERVAL, idleness: None }).unwrap();
+    let (_db, store, audit) = paced_audit(db, Pacing { interval: INTERVAL, idleness: None }).await;
     let t0 = std::time::Instant::now();
     audit.record(audit_record(0)).await.unwrap();
     let lone = t0.elapsed();
@@ -603,21 +609,23 @@ async fn audit_commits_are_paced(db: Db) {
     assert_eq!(back.len(), 3);
 }
 
+/// A runtime of two workers whose parks `idleness` counts (for two CPUs).
+fn two_workers(idleness: &Arc<Idleness>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    idleness.install(builder.worker_threads(2).enable_all(), 2);
+    builder.build().unwrap()
+}
+
 /// With the server runtime's idleness known, the audit writer waits only while the workers have
 /// had no idle moment since the last commit began: on an idle runtime, a record that follows a
 /// commit at once is written at once, not an interval later.
 #[test]
 fn audit_pacing_never_waits_with_idle_workers() {
     const INTERVAL: Duration = Duration::from_secs(3);
-    let idleness = Arc::new(Idleness::default());
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    idleness.install(builder.worker_threads(2).enable_all());
-    let runtime = builder.build().unwrap();
-    runtime.block_on(async {
-        let db = TestDb::new(Db::Sqlite).await;
-        let store = Store::connect(&db.url).await.unwrap();
-        store.migrate().await.unwrap();
-        let audit = Audit::batched(store.clone(), Pacing { interval: INTERVAL, idleness: Some(idleness) }).unwrap();
+    let idleness = Arc::new(Idleness::new(2));
+    two_workers(&idleness).block_on(async {
+        let (_db, store, audit) =
+            paced_audit(Db::Sqlite, Pacing { interval: INTERVAL, idleness: Some(idleness) }).await;
         for i in 0..3 {
             let t = std::time::Instant::now();
             audit.record(audit_record(i)).await.unwrap();
@@ -625,5 +633,51 @@ fn audit_pacing_never_waits_with_idle_workers() {
         }
         let back = store.query_audit(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
         assert_eq!(back.len(), 3);
+    });
+}
+
+/// Every CPU busy counts, whichever runtime keeps it busy: with both CPUs taken by the two
+/// workers of one runtime, the writer paces even though another runtime's thread (the gRPC
+/// threads' kind) sits idle.
+#[test]
+fn audit_pacing_counts_busy_cpus_across_runtimes() {
+    const INTERVAL: Duration = Duration::from_millis(1500);
+    let idleness = Arc::new(Idleness::new(2));
+    let workers = two_workers(&idleness);
+    let mut idle = tokio::runtime::Builder::new_current_thread();
+    idleness.install(idle.enable_all(), 1);
+    let idle = idle.build().unwrap();
+    idle.block_on(async {
+        let (_db, _store, audit) =
+            paced_audit(Db::Sqlite, Pacing { interval: INTERVAL, idleness: Some(idleness) }).await;
+        // Both workers busy until told to stop (bounded: at most 10 s).
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                workers.spawn(async move {
+                    let t = std::time::Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && t.elapsed() < Duration::from_secs(10) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = std::time::Instant::now();
+        audit.record(audit_record(0)).await.unwrap();
+        audit.record(audit_record(1)).await.unwrap();
+        let second = t0.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for s in spinning {
+            s.await.unwrap();
+        }
+        assert!(second >= INTERVAL, "the second commit did not wait while both CPUs were busy ({second:?})");
+        // Once the workers are idle again, nothing waits.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t1 = std::time::Instant::now();
+        audit.record(audit_record(2)).await.unwrap();
+        audit.record(audit_record(3)).await.unwrap();
+        assert!(t1.elapsed() < INTERVAL / 2, "waited {:?} with the workers idle", t1.elapsed());
     });
 }

@@ -88,6 +88,25 @@ async fn connection_limit_holds_new_connections_back() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
 
+/// gRPC connections are handed from the acceptor to the gRPC threads with their place in the
+/// limit: one beyond it waits until another closes, whichever thread serves them.
+#[tokio::test]
+async fn grpc_connection_limit_holds_across_its_threads() {
+    let app = spawn_app_with(Db::Sqlite, Options { max_connections: 4, ..Options::default() }).await;
+    let c = app.create_client("partner", "x", &[]).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(tokio::net::TcpStream::connect(app.grpc_addr).await.unwrap());
+    }
+    let call = app.grpc_token(&c, &[]);
+    tokio::pin!(call);
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut call).await;
+    assert!(early.is_err(), "the fifth connection waits while four are open: {early:?}");
+    drop(open.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), call).await.expect("served once a slot frees");
+    assert!(!served.expect("a token").access_token.is_empty());
+}
+
 #[tokio::test]
 async fn oversized_headers_are_refused() {
     let app = spawn_app(Db::Sqlite).await;

@@ -126,6 +126,8 @@ pub struct Options {
     /// Serve HTTPS and gRPC over TLS with a fresh self-signed certificate.
     pub tls: bool,
     pub max_connections: usize,
+    /// Threads serving gRPC (0 = on the test's runtime).
+    pub grpc_threads: usize,
     /// How often the change feed is polled (PostgreSQL NOTIFY also wakes it).
     pub change_poll: Duration,
 }
@@ -138,6 +140,7 @@ impl Default for Options {
             issuer: None,
             tls: false,
             max_connections: 1024,
+            grpc_threads: 2,
             change_poll: Duration::from_millis(50),
         }
     }
@@ -229,6 +232,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
         ops_addr: Some("127.0.0.1:0".into()),
         drain_timeout: Duration::from_secs(10),
         max_connections: opts.max_connections,
+        grpc_threads: opts.grpc_threads,
     };
     let app = Application::build(config, clock.clone()).await.expect("build app");
     let scheme = if ca_pem.is_some() { "https" } else { "http" };
