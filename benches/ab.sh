@@ -9,11 +9,13 @@
 #   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
 #   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
 #   PAIRS=5 SECS=8 CONNS=16 benches/ab.sh ...
+#   DB=pg benches/ab.sh OLD NEW   # a fresh PostgreSQL database on 127.0.0.1:5432 for each run
 #   STREAMS=8 CONNS=8 benches/ab.sh OLD NEW grpc_issue   # gRPC through h2load (grpc_issue, grpc_introspect,
 #                                                          # grpc_exchange): CONNS connections x STREAMS calls each
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
-PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}
+PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}; DB=${DB:-sqlite}
+PG_DB=tessera_ab_$$
 read -r -a A_ENV <<< "${A_ENV:-}"; read -r -a B_ENV <<< "${B_ENV:-}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LUA=$PWD/benches/post_form.lua
@@ -22,7 +24,10 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 WORK=$(mktemp -d)
 PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"
+  [ "$DB" = pg ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" postgres >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 # grpc_body FILE FIELD=STRING...: one length-prefixed protobuf message of string fields.
 grpc_body() {
@@ -68,7 +73,12 @@ json_field() { python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[
 run() {
   local label=$1 bin=$2; shift 2
   rm -rf "$WORK/db"; mkdir "$WORK/db"
-  local -a env=(TESSERA_DATABASE_URL="sqlite://$WORK/db/t.db?mode=rwc" TESSERA_HTTP_ADDR=127.0.0.1:$PORT_HTTP
+  local url="sqlite://$WORK/db/t.db?mode=rwc"
+  if [ "$DB" = pg ]; then
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" postgres >/dev/null
+    url="postgres://postgres@127.0.0.1:5432/$PG_DB"
+  fi
+  local -a env=(TESSERA_DATABASE_URL="$url" TESSERA_HTTP_ADDR=127.0.0.1:$PORT_HTTP
     TESSERA_GRPC_ADDR=127.0.0.1:$PORT_GRPC TESSERA_OPS_ADDR=127.0.0.1:$PORT_OPS TESSERA_ISSUER=http://127.0.0.1:$PORT_HTTP
     TESSERA_KEY_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)")
   env "${env[@]}" "$bin" migrate >/dev/null 2>&1
