@@ -41,6 +41,8 @@ pub struct ServeConfig {
     /// Threads that serve gRPC connections, each a single-threaded runtime ([`crate::shards`]);
     /// 0 = serve them on the runtime that serves REST.
     pub grpc_threads: usize,
+    /// The same for REST connections; 0 = serve them on the work-stealing runtime.
+    pub http_threads: usize,
 }
 
 pub struct Application {
@@ -52,6 +54,7 @@ pub struct Application {
     drain_timeout: Duration,
     max_connections: usize,
     grpc_threads: usize,
+    http_threads: usize,
 }
 
 impl Application {
@@ -97,6 +100,7 @@ impl Application {
             drain_timeout: config.drain_timeout,
             max_connections: config.max_connections,
             grpc_threads: config.grpc_threads,
+            http_threads: config.http_threads,
         })
     }
 
@@ -120,7 +124,7 @@ impl Application {
     /// NOT_SERVING, the listeners stop accepting, requests in flight finish (bounded by the
     /// drain timeout), and the audit trail is flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { core, grpc, http, ops, tls, drain_timeout, max_connections, grpc_threads } = self;
+        let Self { core, grpc, http, ops, tls, drain_timeout, max_connections, grpc_threads, http_threads } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         tokio::spawn(follow_changes(Arc::clone(&core), Arc::clone(&wake), stop_rx.clone()));
@@ -168,25 +172,45 @@ impl Application {
             let idleness = core.settings.audit_pacing.idleness.clone();
             let serve =
                 move |incoming, stop| grpc_router.clone().serve_with_incoming_shutdown(incoming, wait_for(stop));
-            Box::pin(crate::shards::serve(grpc_listener, grpc_threads, idleness, serve, stop_rx.clone()))
+            Box::pin(crate::shards::serve("grpc", grpc_listener, grpc_threads, idleness, serve, stop_rx.clone()))
         };
         let rest = axum::ServiceExt::into_make_service_with_connect_info::<crate::tls::Peer>(crate::http::service(
             Arc::clone(&core),
         ));
-        let http_stop = wait_for(stop_rx.clone());
-        let http_server = async move {
-            match &tls {
-                Some(files) => {
-                    let listener =
-                        TlsListener::new(LimitedListener::new(http, max_connections), files.server_config()?)?;
-                    axum::serve(listener, rest).with_graceful_shutdown(http_stop).await?;
+        let http_local = http.local_addr()?;
+        let http_listener = LimitedListener::new(http, max_connections);
+        let tls_config = tls.as_ref().map(TlsFiles::server_config).transpose()?;
+        let http_server: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if http_threads == 0 {
+            let http_stop = wait_for(stop_rx.clone());
+            Box::pin(async move {
+                match tls_config {
+                    Some(config) => {
+                        axum::serve(TlsListener::new(http_listener, config)?, rest)
+                            .with_graceful_shutdown(http_stop)
+                            .await?
+                    }
+                    None => axum::serve(http_listener, rest).with_graceful_shutdown(http_stop).await?,
                 }
-                None => {
-                    let listener = LimitedListener::new(http, max_connections);
-                    axum::serve(listener, rest).with_graceful_shutdown(http_stop).await?
+                Ok(())
+            })
+        } else {
+            let idleness = core.settings.audit_pacing.idleness.clone();
+            let serve = move |incoming, stop| {
+                let (rest, tls_config) = (rest.clone(), tls_config.clone());
+                async move {
+                    let handed = crate::shards::Handed::new(incoming, http_local);
+                    match tls_config {
+                        Some(config) => axum::serve(TlsListener::new(handed, config)?, rest)
+                            .with_graceful_shutdown(wait_for(stop))
+                            .await
+                            .map_err(anyhow::Error::from),
+                        None => {
+                            axum::serve(handed, rest).with_graceful_shutdown(wait_for(stop)).await.map_err(Into::into)
+                        }
+                    }
                 }
-            }
-            Ok::<(), anyhow::Error>(())
+            };
+            Box::pin(crate::shards::serve("http", http_listener, http_threads, idleness, serve, stop_rx.clone()))
         };
         let mut servers = tokio::task::JoinSet::new();
         servers.spawn(grpc_server);

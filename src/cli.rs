@@ -178,6 +178,10 @@ pub struct ServeArgs {
     /// per CPU; 0 = serve gRPC on the runtime that serves REST).
     #[arg(long, env = "TESSERA_GRPC_THREADS", value_parser = clap::value_parser!(u64).range(0..=256))]
     pub grpc_threads: Option<u64>,
+    /// Threads serving REST connections, each with the connections it was handed (default: one
+    /// per CPU; 0 = serve REST on Tokio's work-stealing runtime).
+    #[arg(long, env = "TESSERA_HTTP_THREADS", value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub http_threads: Option<u64>,
     /// Seconds requests in flight may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "TESSERA_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -426,6 +430,7 @@ async fn serve(database_url: String, args: ServeArgs, idleness: Option<Arc<Idlen
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
         max_connections: args.max_connections,
         grpc_threads: args.grpc_threads.map_or_else(crate::shards::default_count, |n| n as usize),
+        http_threads: args.http_threads.map_or_else(crate::shards::default_count, |n| n as usize),
         tls: match (args.tls_cert_file, args.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
             _ => None,

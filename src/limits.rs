@@ -38,6 +38,10 @@ impl Drop for Tally {
 }
 
 impl Counted<TcpStream> {
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
     /// Detaches the connection from this runtime, to hand it to another.
     pub fn into_std(self) -> io::Result<Counted<std::net::TcpStream>> {
         Ok(Counted { inner: self.inner.into_std()?, _permit: self._permit, _tally: self._tally })

@@ -1,20 +1,23 @@
-//! gRPC connections served on threads of their own, one single-threaded Tokio runtime each
-//! ("shards"), instead of on the work-stealing runtime that serves REST.
+//! Connections served on threads of their own, one single-threaded Tokio runtime each
+//! ("shards"), instead of on Tokio's work-stealing runtime: gRPC's (`TESSERA_GRPC_THREADS`) and
+//! REST's (`TESSERA_HTTP_THREADS`), one thread per CPU each by default.
 //!
-//! hyper serves each HTTP/2 stream as a task of its own beside the connection's task, and all of
-//! a connection's streams share h2's state behind one lock. On the work-stealing runtime a
-//! stream's task woken from outside (every audited call is, by the audit writer's commit) runs on
-//! whichever worker is free, so one connection's tasks run on both cores at once: they contend
-//! for that state, pull it from one core's cache to the other, and free on one thread what the
-//! other allocated (mimalloc's cross-thread frees). On a shard a connection's tasks share one
-//! thread. Multiplexed IssueToken (8 connections x 8 streams, h2load): 62 against 73 µs of server
-//! CPU per call, the allocator 2.8% of the CPU against 5.2%, while the system calls per call
-//! stayed about the same (1.8-2.0 `writev`; a shard woken from outside adds an eventfd write).
+//! Every audited request parks until the audit writer's thread commits its record and wakes it.
+//! On the work-stealing runtime the woken task runs on whichever worker is free, so a
+//! connection's state moves between cores and memory allocated on one thread is freed on the
+//! other (mimalloc's cross-thread frees). For gRPC it is worse: hyper serves each HTTP/2 stream as
+//! a task of its own beside the connection's task, all sharing h2's state behind one lock, and
+//! the two ran on both cores at once. On a shard everything of a connection stays on one thread.
+//! Multiplexed IssueToken (8 connections x 8 streams, h2load): 62 against 73 µs of server CPU per
+//! call, the allocator 2.8% of the CPU against 5.2%, while the system calls per call stayed about
+//! the same (1.8-2.0 `writev`; a shard woken from outside adds an eventfd write). REST issuance:
+//! 37.7 against 40.0 µs per token and 22% more tokens/s at 64 connections.
 //!
 //! One acceptor on the server's runtime takes the connections (and their permit from the
-//! connection limit) and hands each to the shard with the fewest open connections.
+//! connection limit) and hands each to the shard with the fewest open connections. What the
+//! shards give up is work stealing: a connection waits for its own thread.
 use std::future::Future;
-use std::net::TcpStream as StdTcpStream;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -40,11 +43,12 @@ struct Shard {
     open: Arc<AtomicUsize>,
 }
 
-/// Serves the connections `listener` accepts on `count` shards; `serve` runs one shard's
-/// server (tonic's `serve_with_incoming_shutdown`) on the connections it is given, until
-/// `stop`. Returns when every shard has drained, or with the first shard's error. Dropping the
+/// Serves the connections `listener` accepts on `count` shards named `name`; `serve` runs one
+/// shard's server (tonic's `serve_with_incoming_shutdown`, or axum's over [`Handed`]) on the
+/// connections it is given, until `stop`. Returns when every shard has drained, or with the first shard's error. Dropping the
 /// returned future (the drain timeout) ends the shards at once, closing their connections.
 pub async fn serve<S, F, E>(
+    name: &'static str,
     mut listener: LimitedListener,
     count: usize,
     idleness: Option<Arc<Idleness>>,
@@ -57,7 +61,7 @@ where
         + Send
         + 'static,
     F: Future<Output = Result<(), E>>,
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<anyhow::Error>,
 {
     // Dropped with this future: tells every shard to stop without waiting.
     let (abort, aborted) = watch::channel(());
@@ -68,28 +72,28 @@ where
         let (done_tx, done_rx) = oneshot::channel::<anyhow::Result<()>>();
         let (serve, stop, mut aborted, idleness) = (serve.clone(), stop.clone(), aborted.clone(), idleness.clone());
         std::thread::Builder::new()
-            .name(format!("tessera-grpc-{i}"))
+            .name(format!("tessera-{name}-{i}"))
             .spawn(move || {
                 let mut builder = tokio::runtime::Builder::new_current_thread();
                 builder.enable_all();
                 if let Some(idleness) = &idleness {
                     idleness.install(&mut builder, 1);
                 }
-                let result = builder.build().context("gRPC shard runtime").and_then(|runtime| {
+                let result = builder.build().with_context(|| format!("{name} thread's runtime")).and_then(|runtime| {
                     runtime.block_on(async move {
                         // Each connection joins this shard's reactor as it arrives.
                         let incoming = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
                             .map(|c: Handoff| c.into_tokio())
                             .boxed();
                         tokio::select! {
-                            r = serve(incoming, stop) => r.context("gRPC server"),
+                            r = serve(incoming, stop) => r.map_err(|e| e.into().context(format!("{name} server"))),
                             _ = aborted.changed() => Ok(()),
                         }
                     })
                 });
                 let _ = done_tx.send(result);
             })
-            .context("start a gRPC thread")?;
+            .with_context(|| format!("start a {name} thread"))?;
         shards.push(Shard { connections: tx, open: Arc::new(AtomicUsize::new(0)) });
         finished.push(done_rx);
     }
@@ -110,28 +114,72 @@ where
                     Ok(conn) => {
                         let _ = shard.connections.send(conn.tallied(Tally::new(&shard.open)));
                     }
-                    Err(e) => tracing::warn!(error = %e, "handing a gRPC connection to its thread failed"),
+                    Err(e) => tracing::warn!(error = %e, server = name, "handing a connection to its thread failed"),
                 }
             }
             _ = stop.wait_for(|s| *s) => break,
             Some(done) = finished.next() => {
                 return match done {
-                    Ok(Ok(())) => Err(anyhow::anyhow!("a gRPC thread stopped unexpectedly")),
+                    Ok(Ok(())) => Err(anyhow::anyhow!("a {name} thread stopped unexpectedly")),
                     Ok(Err(e)) => Err(e),
-                    Err(_) => Err(anyhow::anyhow!("a gRPC thread failed")),
+                    Err(_) => Err(anyhow::anyhow!("a {name} thread failed")),
                 };
             }
         }
     }
-    // No more connections; each shard drains its own.
+    // No more connections (the listening socket closes, so new clients are refused rather than
+    // left in the backlog); each shard drains its own.
+    drop(listener);
     drop(shards);
     let mut result = Ok(());
     while let Some(done) = finished.next().await {
-        let done = done.unwrap_or_else(|_| Err(anyhow::anyhow!("a gRPC thread failed")));
+        let done = done.unwrap_or_else(|_| Err(anyhow::anyhow!("a {name} thread failed")));
         if result.is_ok() {
             result = done;
         }
     }
     drop(abort);
     result
+}
+
+/// The connections handed to a shard, as a listener for axum (and, over TLS, for [`TlsListener`]).
+///
+/// [`TlsListener`]: crate::tls::TlsListener
+pub struct Handed {
+    incoming: futures::stream::BoxStream<'static, std::io::Result<Counted<TcpStream>>>,
+    local: SocketAddr,
+}
+
+impl Handed {
+    /// `local`: the address the acceptor listens on.
+    pub fn new(
+        incoming: futures::stream::BoxStream<'static, std::io::Result<Counted<TcpStream>>>,
+        local: SocketAddr,
+    ) -> Self {
+        Self { incoming, local }
+    }
+}
+
+impl axum::serve::Listener for Handed {
+    type Io = Counted<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(io)) => match io.peer_addr() {
+                    Ok(addr) => return (io, addr),
+                    // Closed before it got here.
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => tracing::debug!(error = %e, "a handed-over connection was lost"),
+                // The acceptor has stopped: nothing more comes.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
 }

@@ -62,13 +62,16 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(mut listener: LimitedListener, config: Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
-        let local = axum::serve::Listener::local_addr(&listener)?;
+    pub fn new<L>(mut listener: L, config: Arc<rustls::ServerConfig>) -> anyhow::Result<Self>
+    where
+        L: axum::serve::Listener<Io = Counted<TcpStream>, Addr = SocketAddr>,
+    {
+        let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(async move {
             loop {
-                let (tcp, addr) = listener.accept_counted().await;
+                let (tcp, addr) = axum::serve::Listener::accept(&mut listener).await;
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -121,6 +124,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::shards::Handed>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::shards::Handed>) -> Self {
         Peer(*stream.remote_addr())
     }
 }

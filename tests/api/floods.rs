@@ -66,9 +66,26 @@ async fn wrong_secret_flood_is_throttled_and_honest_clients_are_served() {
     assert!(app.grpc_token(&honest, &[]).await.is_ok());
 }
 
-#[tokio::test]
-async fn connection_limit_holds_new_connections_back() {
-    let app = spawn_app_with(Db::Sqlite, Options { max_connections: 4, ..Options::default() }).await;
+/// REST served by its own threads (the default) and by the work-stealing runtime alike.
+macro_rules! on_both_runtimes {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn http_threads() {
+                super::$name(2).await
+            }
+            #[tokio::test]
+            async fn work_stealing() {
+                super::$name(0).await
+            }
+        }
+    };
+}
+
+on_both_runtimes!(connection_limit_holds_new_connections_back);
+
+async fn connection_limit_holds_new_connections_back(http_threads: usize) {
+    let app = spawn_app_with(Db::Sqlite, Options { max_connections: 4, http_threads, ..Options::default() }).await;
     let addr = app.http.trim_start_matches("http://").to_owned();
     let mut open = Vec::new();
     for _ in 0..4 {

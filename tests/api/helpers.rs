@@ -128,6 +128,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Threads serving gRPC (0 = on the test's runtime).
     pub grpc_threads: usize,
+    /// Threads serving REST (0 = on the test's runtime).
+    pub http_threads: usize,
     /// How often the change feed is polled (PostgreSQL NOTIFY also wakes it).
     pub change_poll: Duration,
 }
@@ -141,6 +143,7 @@ impl Default for Options {
             tls: false,
             max_connections: 1024,
             grpc_threads: 2,
+            http_threads: 2,
             change_poll: Duration::from_millis(50),
         }
     }
@@ -233,6 +236,7 @@ async fn spawn_on(db: Arc<TestDb>, kek_b64: String, opts: Options) -> TestApp {
         drain_timeout: Duration::from_secs(10),
         max_connections: opts.max_connections,
         grpc_threads: opts.grpc_threads,
+        http_threads: opts.http_threads,
     };
     let app = Application::build(config, clock.clone()).await.expect("build app");
     let scheme = if ca_pem.is_some() { "https" } else { "http" };
