@@ -39,7 +39,7 @@ pub struct ServeConfig {
     /// Open connections at most, per listener (gRPC, REST).
     pub max_connections: usize,
     /// Threads that serve gRPC connections, each a single-threaded runtime ([`crate::shards`]);
-    /// 0 = serve them on the runtime that serves REST.
+    /// 0 = serve them on the work-stealing runtime.
     pub grpc_threads: usize,
     /// The same for REST connections; 0 = serve them on the work-stealing runtime.
     pub http_threads: usize,

@@ -21,7 +21,7 @@ pub struct Counted<S> {
     _tally: Option<Tally>,
 }
 
-/// One open connection in a count of them (a gRPC thread's load), for as long as it is held.
+/// One open connection in a count of them (a server thread's load), for as long as it is held.
 pub struct Tally(Arc<AtomicUsize>);
 
 impl Tally {
