@@ -79,7 +79,11 @@ async fn method_not_allowed() -> Response {
 pub(crate) fn body_error(e: auth::BodyError, operation: &str) -> Response {
     let auth::BodyError(err, too_large) = e;
     if too_large {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+        // The rest of the body stays unread, so the connection cannot carry another request: say
+        // so, or a client that reuses it finds it closed under its next request.
+        let mut resp = json_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+        resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return resp;
     }
     error::error_response(err, false, operation)
 }

@@ -93,6 +93,8 @@ async fn token_endpoint_bad_input() {
         .send()
         .await
         .unwrap();
+    // The unread rest of the body ends the connection; the client is told, so it does not reuse it.
+    assert_eq!(resp.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     expect_error(resp, 413, "invalid_request").await;
     // Malformed Authorization headers.
     for h in ["Basic !!!", "Basic", "Bearer x", "Basic Zm9v", "Basic OnNlY3JldA=="] {
