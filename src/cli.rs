@@ -175,7 +175,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
     /// Threads serving gRPC connections, each with the connections it was handed (default: one
-    /// per CPU; 0 = serve gRPC on the runtime that serves REST).
+    /// per CPU; 0 = serve gRPC on Tokio's work-stealing runtime).
     #[arg(long, env = "TESSERA_GRPC_THREADS", value_parser = clap::value_parser!(u64).range(0..=256))]
     pub grpc_threads: Option<u64>,
     /// Threads serving REST connections, each with the connections it was handed (default: one

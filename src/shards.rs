@@ -45,8 +45,9 @@ struct Shard {
 
 /// Serves the connections `listener` accepts on `count` shards named `name`; `serve` runs one
 /// shard's server (tonic's `serve_with_incoming_shutdown`, or axum's over [`Handed`]) on the
-/// connections it is given, until `stop`. Returns when every shard has drained, or with the first shard's error. Dropping the
-/// returned future (the drain timeout) ends the shards at once, closing their connections.
+/// connections it is given, until `stop`. Returns when every shard has drained, or with the
+/// first shard's error. Dropping the returned future (the drain timeout) ends the shards at
+/// once, closing their connections.
 pub async fn serve<S, F, E>(
     name: &'static str,
     mut listener: LimitedListener,
