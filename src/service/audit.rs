@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Error, Result};
+use crate::shards::Home;
 use crate::storage::Store;
 use crate::storage::audit::{AuditRecord, GroupWriter};
 
@@ -111,7 +112,16 @@ pub struct Pacing {
 
 struct Pending {
     record: AuditRecord,
-    done: oneshot::Sender<Result<(), String>>,
+    waiter: Waiter,
+}
+
+/// Where a caller's answer goes: its record committed, or why not.
+type Answer = oneshot::Sender<Result<(), String>>;
+
+/// A caller waiting for its record's commit, and the shard it waits on (see [`deliver`]).
+struct Waiter {
+    done: Answer,
+    home: Option<Home>,
 }
 
 // Records are the common case; boxing them would cost an allocation per request.
@@ -200,7 +210,8 @@ impl Audit {
             Sink::Direct(store) => Ok(store.insert_audit(std::slice::from_ref(&record)).await?),
             Sink::Batched(tx) => {
                 let (done, wait) = oneshot::channel();
-                tx.send(Msg::Record(Pending { record, done }))
+                let waiter = Waiter { done, home: Home::current() };
+                tx.send(Msg::Record(Pending { record, waiter }))
                     .await
                     .map_err(|_| Error::Unavailable(anyhow::anyhow!("audit writer stopped")))?;
                 match wait.await {
@@ -245,7 +256,7 @@ async fn writer(mut target: GroupWriter, mut rx: mpsc::Receiver<Msg>, pacing: Pa
                 while let Ok(msg) = rx.try_recv() {
                     match msg {
                         Msg::Record(p) => {
-                            let _ = p.done.send(Err("database unreachable".into()));
+                            let _ = p.waiter.done.send(Err("database unreachable".into()));
                         }
                         Msg::Flush(done) => flushes.push(done),
                     }
@@ -265,7 +276,7 @@ fn gather(rx: &mut mpsc::Receiver<Msg>, first: Msg, group: &mut Group, flushes: 
         match msg {
             Msg::Record(p) => {
                 group.records.push(p.record);
-                group.waiting.push(p.done);
+                group.waiting.push(p.waiter);
             }
             Msg::Flush(done) => flushes.push(done),
         }
@@ -279,7 +290,7 @@ fn gather(rx: &mut mpsc::Receiver<Msg>, first: Msg, group: &mut Group, flushes: 
 #[derive(Default)]
 struct Group {
     records: Vec<AuditRecord>,
-    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+    waiting: Vec<Waiter>,
 }
 
 /// Returns false when the database could not be reached.
@@ -302,8 +313,36 @@ async fn commit(target: &mut GroupWriter, group: &mut Group) -> bool {
     }
     let ok = outcome.is_ok();
     group.records.clear();
-    for done in group.waiting.drain(..) {
-        let _ = done.send(outcome.clone());
-    }
+    deliver(group.waiting.drain(..), &outcome);
     ok || !unreachable
+}
+
+/// Answers the callers of a group: those waiting on a shard with one job per shard, which wakes
+/// them on their own thread, the others (on the work-stealing runtime) directly.
+fn deliver(waiting: impl Iterator<Item = Waiter>, outcome: &Result<(), String>) {
+    // A group's callers are on a handful of shards at most.
+    let mut by_home: Vec<(Home, Vec<Answer>)> = Vec::new();
+    for Waiter { done, home } in waiting {
+        match home {
+            Some(home) => match by_home.iter_mut().find(|(h, _)| h.same(&home)) {
+                Some((_, dones)) => dones.push(done),
+                None => by_home.push((home, vec![done])),
+            },
+            None => {
+                let _ = done.send(outcome.clone());
+            }
+        }
+    }
+    for (home, dones) in by_home {
+        let outcome = outcome.clone();
+        let job: crate::shards::Job = Box::new(move || {
+            for done in dones {
+                let _ = done.send(outcome.clone());
+            }
+        });
+        // A shard that has stopped has no callers left to wake; its job runs here.
+        if let Err(job) = home.run(job) {
+            job();
+        }
+    }
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tessera::grpc::pb;
 use tessera::service::Audit;
 use tessera::service::audit::{Idleness, Pacing};
+use tessera::shards::Home;
 use tessera::storage::Store;
 use tessera::storage::audit::{AuditQuery, AuditRecord};
 
@@ -680,4 +681,85 @@ fn audit_pacing_counts_busy_cpus_across_runtimes() {
         audit.record(audit_record(3)).await.unwrap();
         assert!(t1.elapsed() < INTERVAL / 2, "waited {:?} with the workers idle", t1.elapsed());
     });
+}
+
+/// Runs `work` on a thread of its own as a shard: a current-thread runtime with a [`Home`], as
+/// the REST and gRPC threads are; returns the thread's result.
+fn on_shard<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            Home::install(&runtime);
+            runtime.block_on(work())
+        })
+        .unwrap()
+}
+
+/// The audit writer answers callers on shards through their shard's [`Home`], a group's callers
+/// on one shard with one job: every caller on every shard gets its answer, each committed, and a
+/// shard that stops while its caller waits costs the others nothing.
+#[test]
+fn audit_answers_callers_on_their_own_threads() {
+    const INTERVAL: Duration = Duration::from_millis(1500);
+    let main = tokio::runtime::Runtime::new().unwrap();
+    // Paced with no idleness: a record right after a commit waits for the next interval, long
+    // enough to stop a shard while its caller waits.
+    let (_db, store, audit) = main.block_on(paced_audit(Db::Sqlite, Pacing { interval: INTERVAL, idleness: None }));
+    assert!(Home::current().is_none(), "a test thread is no shard");
+
+    // Jobs sent home run on the shard's own thread.
+    let (named_tx, named_rx) = std::sync::mpsc::channel();
+    let home = on_shard("shard-home", move || {
+        Box::pin(async move {
+            let home = Home::current().expect("a shard has a home");
+            named_tx.send(home.clone()).unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+    });
+    let their_home = named_rx.recv().unwrap();
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+    their_home
+        .run(Box::new(move || ran_tx.send(std::thread::current().name().map(str::to_owned)).unwrap()))
+        .unwrap_or_else(|_| panic!("the shard is running"));
+    assert_eq!(ran_rx.recv_timeout(Duration::from_secs(5)).unwrap().as_deref(), Some("shard-home"));
+    home.join().unwrap();
+    // Once it has stopped, a job comes back to run elsewhere.
+    assert!(their_home.run(Box::new(|| ())).is_err(), "a stopped shard took a job");
+
+    // Two shards, 20 callers each, all at once: the first record commits alone, the rest in the
+    // next group, answered on both shards.
+    main.block_on(audit.record(audit_record(0))).unwrap();
+    let shards: Vec<_> = (0..2)
+        .map(|s| {
+            let audit = audit.clone();
+            on_shard(&format!("shard-{s}"), move || {
+                Box::pin(async move {
+                    let calls = (0..20).map(|i| audit.record(audit_record(1 + s * 20 + i)));
+                    futures::future::join_all(calls).await.into_iter().collect::<Result<Vec<()>, _>>()
+                })
+            })
+        })
+        .collect();
+    // A third shard whose caller joins that group too, but whose thread stops before the commit.
+    let leaving = {
+        let audit = audit.clone();
+        on_shard("shard-leaving", move || {
+            Box::pin(async move {
+                tokio::select! {
+                    r = audit.record(audit_record(100)) => panic!("committed within 200 ms: {r:?}"),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            })
+        })
+    };
+    leaving.join().unwrap();
+    for shard in shards {
+        shard.join().unwrap().expect("every caller on a shard is answered with its commit");
+    }
+    let back = main.block_on(store.query_audit(&AuditQuery { limit: 100, ..AuditQuery::default() })).unwrap();
+    assert_eq!(back.len(), 42, "the group, the leaving shard's record included, was committed");
 }
