@@ -180,36 +180,27 @@ impl Application {
         let http_local = http.local_addr()?;
         let http_listener = LimitedListener::new(http, max_connections);
         let tls_config = tls.as_ref().map(TlsFiles::server_config).transpose()?;
-        let http_server: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if http_threads == 0 {
-            let http_stop = wait_for(stop_rx.clone());
-            Box::pin(async move {
+        // One REST server on the connections it is handed, plain or TLS: all of them on the
+        // work-stealing runtime, or each thread's share on that thread.
+        let serve = move |incoming, stop| {
+            let (rest, tls_config) = (rest.clone(), tls_config.clone());
+            async move {
+                let handed = crate::shards::Handed::new(incoming, http_local);
                 match tls_config {
                     Some(config) => {
-                        axum::serve(TlsListener::new(http_listener, config)?, rest)
-                            .with_graceful_shutdown(http_stop)
+                        axum::serve(TlsListener::new(handed, config)?, rest)
+                            .with_graceful_shutdown(wait_for(stop))
                             .await?
                     }
-                    None => axum::serve(http_listener, rest).with_graceful_shutdown(http_stop).await?,
+                    None => axum::serve(handed, rest).with_graceful_shutdown(wait_for(stop)).await?,
                 }
-                Ok(())
-            })
+                Ok::<(), anyhow::Error>(())
+            }
+        };
+        let http_server: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if http_threads == 0 {
+            Box::pin(serve(futures::StreamExt::boxed(http_listener.into_stream()), stop_rx.clone()))
         } else {
             let idleness = core.settings.audit_pacing.idleness.clone();
-            let serve = move |incoming, stop| {
-                let (rest, tls_config) = (rest.clone(), tls_config.clone());
-                async move {
-                    let handed = crate::shards::Handed::new(incoming, http_local);
-                    match tls_config {
-                        Some(config) => axum::serve(TlsListener::new(handed, config)?, rest)
-                            .with_graceful_shutdown(wait_for(stop))
-                            .await
-                            .map_err(anyhow::Error::from),
-                        None => {
-                            axum::serve(handed, rest).with_graceful_shutdown(wait_for(stop)).await.map_err(Into::into)
-                        }
-                    }
-                }
-            };
             Box::pin(crate::shards::serve("http", http_listener, http_threads, idleness, serve, stop_rx.clone()))
         };
         let mut servers = tokio::task::JoinSet::new();

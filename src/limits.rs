@@ -136,16 +136,3 @@ impl LimitedListener {
         })
     }
 }
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = Counted<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        self.accept_counted().await
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
