@@ -163,7 +163,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(admin_service);
-        let grpc_listener = LimitedListener::new(grpc, max_connections);
+        let grpc_listener = LimitedListener::new(grpc, max_connections).unvectored();
         let grpc_server: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if grpc_threads == 0 {
             let server =
                 grpc_router.serve_with_incoming_shutdown(grpc_listener.into_stream(), wait_for(stop_rx.clone()));
