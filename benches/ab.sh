@@ -12,9 +12,11 @@
 #   DB=pg benches/ab.sh OLD NEW   # a fresh PostgreSQL database on 127.0.0.1:5432 for each run
 #   STREAMS=8 CONNS=8 benches/ab.sh OLD NEW grpc_issue   # gRPC through h2load (grpc_issue, grpc_introspect,
 #                                                          # grpc_exchange): CONNS connections x STREAMS calls each
+#   SCALE_SIDE=B benches/ab.sh BIN BIN   # SQLite: B's database also holds 100,000 clients and 1,000,000
+#                                        # revoked-but-unexpired token ids (benches/scale_seed.py)
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
-PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}; DB=${DB:-sqlite}
+PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}; DB=${DB:-sqlite}; SCALE_SIDE=${SCALE_SIDE:-}
 PG_DB=tessera_ab_$$
 read -r -a A_ENV <<< "${A_ENV:-}"; read -r -a B_ENV <<< "${B_ENV:-}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -82,9 +84,13 @@ run() {
     TESSERA_GRPC_ADDR=127.0.0.1:$PORT_GRPC TESSERA_OPS_ADDR=127.0.0.1:$PORT_OPS TESSERA_ISSUER=http://127.0.0.1:$PORT_HTTP
     TESSERA_KEY_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)")
   env "${env[@]}" "$bin" migrate >/dev/null 2>&1
+  if [ "$DB" = sqlite ] && [ "${label:0:1}" = "$SCALE_SIDE" ]; then
+    env "${env[@]}" "$bin" client create --name seed >/dev/null 2>&1
+    python3 benches/scale_seed.py "$WORK/db/t.db"
+  fi
   env "${env[@]}" "$@" "$bin" serve --no-migrate > "$WORK/server.log" 2>&1 &
   PID=$!
-  for _ in $(seq 1 500); do curl -fs -o /dev/null "http://127.0.0.1:$PORT_OPS/readyz" && break; sleep 0.01; done
+  for _ in $(seq 1 3000); do curl -fs -o /dev/null "http://127.0.0.1:$PORT_OPS/readyz" && break; sleep 0.01; done  # at scale: seconds
   client() { env "${env[@]}" "$bin" client create --scope "api:read api:write" --json "$@" 2>/dev/null; }
   local cc rs ex id secret path body basic token method=
   cc=$(client --name bench); rs=$(client --name rs --capability introspect); ex=$(client --name shop --tenant shop --act-as tenant)

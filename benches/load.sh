@@ -191,20 +191,7 @@ stop_server
 # ------------------------------------------------------------------ scale (SQLite only)
 if [ "$DB" = sqlite ]; then
   log "scale: inserting $SCALE_CLIENTS clients and $SCALE_REVOKED revoked token ids"
-  python3 - "$WORK/t.db" "$SCALE_CLIENTS" "$SCALE_REVOKED" <<'PY'
-import sqlite3, sys, time, os, base64
-db, n_clients, n_revoked = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c = sqlite3.connect(db)
-h = c.execute("select hash from client_secrets limit 1").fetchone()[0]
-now = int(time.time())
-c.executemany("insert into clients(client_id,name,tenant,scopes,audiences,capabilities,access_token_ttl_seconds,disabled,tokens_revoked_before_ms,created_at,updated_at,act_as,user_token_ttl_seconds) values (?,?,?,?,?,?,0,0,0,?,?,'none',0)",
-  ((f"cl_scale{i:018d}", f"scale {i}", "scale", "api:read", "", "", now, now) for i in range(n_clients)))
-c.executemany("insert into client_secrets(secret_id,client_id,hash,created_at) values (?,?,?,?)",
-  ((f"{i:016x}", f"cl_scale{i:018d}", h, now) for i in range(n_clients)))
-c.executemany("insert into revoked_tokens(jti,client_id,expires_at,revoked_at) values (?,?,?,?)",
-  ((base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode(), "cl_scale", now + 3000, now) for _ in range(n_revoked)))
-c.commit()
-PY
+  python3 benches/scale_seed.py "$WORK/t.db" "$SCALE_CLIENTS" "$SCALE_REVOKED"
   start_server
   log "scale: start to ready with the state above: ${READY_MS} ms; resident after load: $(( $(rss_kib) / 1024 )) MiB"
   wrk_run "REST token, $SCALE_CLIENTS clients + $SCALE_REVOKED revoked ids" /oauth2/token "$TOKEN_BODY" "$(b64 "$CC_ID" "$CC_SECRET")"
