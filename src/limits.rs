@@ -157,3 +157,28 @@ impl LimitedListener {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a connection tells its writer about vectored writes survives the hand-over to a
+    /// server thread, so gRPC's responses stay one write on the threads that serve them.
+    #[tokio::test]
+    async fn vectored_setting_survives_the_hand_over() {
+        for unvectored in [false, true] {
+            let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = inner.local_addr().unwrap();
+            let mut listener = LimitedListener::new(inner, 4);
+            if unvectored {
+                listener = listener.unvectored();
+            }
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (conn, _) = listener.accept_counted().await;
+            assert_eq!(conn.is_write_vectored(), !unvectored);
+            let handed = conn.into_std().unwrap().into_tokio().unwrap();
+            assert_eq!(handed.is_write_vectored(), !unvectored);
+            drop(client);
+        }
+    }
+}
