@@ -3,8 +3,10 @@
 # method behind the "What changed" figures in the README: each run starts a fresh server on a new
 # SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -cCONNS` (CONNS 64 unless set);
 # A and B alternate, PAIRS times, so a drift in the machine's speed hits both alike. Server CPU
-# per request comes from /proc/PID/stat (user and system apart). Everything runs on 127.0.0.1;
-# every run is bounded.
+# per request comes from /proc/PID/stat (user and system apart), with the share of the audit
+# writer's thread beside it, the mean audit group (records per commit, from /metrics) and, with
+# DB=pg, the CPU of PostgreSQL's processes per request. Everything runs on 127.0.0.1; every run
+# is bounded.
 #
 #   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
 #   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
@@ -108,21 +110,40 @@ run() {
   esac
   basic=$(printf '%s:%s' "$(json_field client_id <<< "$cc")" "$(json_field client_secret <<< "$cc")" | base64 -w0)
   load 2 >/dev/null || true
-  local before after out
-  before=$(awk '{print $14, $15}' "/proc/$PID/stat")
+  local before after out groups0 groups1
+  before="$(awk '{print $14, $15}' "/proc/$PID/stat") $(audit_ticks) $(postgres_ticks)"; groups0=$(audit_groups)
   out=$(load "$SECS")
-  after=$(awk '{print $14, $15}' "/proc/$PID/stat")
+  after="$(awk '{print $14, $15}' "/proc/$PID/stat") $(audit_ticks) $(postgres_ticks)"; groups1=$(audit_groups)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-  python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee -a "$WORK/results"
+  python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$groups0" "$groups1" <<'PY' | tee -a "$WORK/results"
 import json, sys
-label, w, (u0, s0), (u1, s1), hz = sys.argv[1], json.loads(sys.argv[2]), map(int, sys.argv[3].split()), map(int, sys.argv[4].split()), int(sys.argv[5])
+label, w, hz = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[5])
+(u0, s0, a0, p0), (u1, s1, a1, p1) = (map(int, sys.argv[i].split()) for i in (3, 4))
+(c0, r0), (c1, r1) = (map(float, sys.argv[i].split()) for i in (6, 7))
 n = max(w["requests"], 1)
 us = lambda ticks: ticks / hz * 1e6 / n
-print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{w["non2xx"] + w["socket_errors"]}')
+group = f"{(r1 - r0) / (c1 - c0):.1f}" if c1 > c0 else "-"
+print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{us(a1 - a0):.1f}\t{group}\t{us(p1 - p0):.1f}\t{w["non2xx"] + w["socket_errors"]}')
 PY
 }
+# The audit writer's thread: its CPU ticks (user + system), and its group commits and records so far.
+audit_ticks() {
+  local t
+  for t in /proc/"$PID"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = tessera-audit ] && { awk '{print $14 + $15}' "$t/stat"; return; }
+  done
+  echo 0
+}
+# PostgreSQL's processes (the backends and the WAL writer): their CPU ticks, 0 on SQLite.
+postgres_ticks() {
+  [ "$DB" = pg ] || { echo 0; return; }
+  awk '$2 == "(postgres)" {t += $14 + $15} END {print t + 0}' /proc/[0-9]*/stat 2>/dev/null
+}
+audit_groups() {
+  curl -fs "http://127.0.0.1:$PORT_OPS/metrics" | awk '/^tessera_audit_batch_records_count/ {c=$2} /^tessera_audit_batch_records_sum/ {s=$2} END {print c+0, s+0}'
+}
 
-echo -e "run\treq/s\tp99 ms (h2load: mean)\tCPU µs/req\tuser\tsystem\terrors"
+echo -e "run\treq/s\tp99 ms (h2load: mean)\tCPU µs/req\tuser\tsystem\taudit writer\taudit group\tPostgreSQL\terrors"
 for i in $(seq 1 "$PAIRS"); do
   run "A$i" "$A" "${A_ENV[@]}"
   run "B$i" "$B" "${B_ENV[@]}"
@@ -133,6 +154,9 @@ rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
 for side in "AB":
     r = [x for x in rows if x[0].startswith(side)]
     rps = [float(x[1]) for x in r]; cpu = [float(x[3]) for x in r]; p99 = [float(x[2]) for x in r]
+    audit = [float(x[6]) for x in r]; pg = [float(x[8]) for x in r]
     print(f"{side}: median {statistics.median(rps):.0f} req/s [{min(rps):.0f}-{max(rps):.0f}], "
-          f"{statistics.median(cpu):.1f} µs/req [{min(cpu):.1f}-{max(cpu):.1f}], p99 median {statistics.median(p99):.2f} ms")
+          f"{statistics.median(cpu):.1f} µs/req [{min(cpu):.1f}-{max(cpu):.1f}], p99 median {statistics.median(p99):.2f} ms, "
+          f"audit writer {statistics.median(audit):.1f} µs/req"
+          + (f", PostgreSQL {statistics.median(pg):.1f} µs/req" if any(pg) else ""))
 PY
