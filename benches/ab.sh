@@ -16,9 +16,13 @@
 #                                                          # grpc_exchange): CONNS connections x STREAMS calls each
 #   SCALE_SIDE=B benches/ab.sh BIN BIN   # SQLite: B's database also holds 100,000 clients and 1,000,000
 #                                        # revoked-but-unexpired token ids (benches/scale_seed.py)
+#   B_OP=grpc_issue B_CONNS=8 B_STREAMS=8 benches/ab.sh BIN BIN client_credentials
+#                                        # one binary, two operations: REST issuance against gRPC
+#                                        # IssueToken multiplexed, interleaved
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
 PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}; DB=${DB:-sqlite}; SCALE_SIDE=${SCALE_SIDE:-}
+B_OP=${B_OP:-$OP}; B_CONNS=${B_CONNS:-$CONNS}; B_STREAMS=${B_STREAMS:-$STREAMS}
 PG_DB=tessera_ab_$$
 read -r -a A_ENV <<< "${A_ENV:-}"; read -r -a B_ENV <<< "${B_ENV:-}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -55,11 +59,11 @@ PY
 # load SECONDS: one run of wrk or h2load against the server; prints one JSON line.
 load() {
   if [ -z "$method" ]; then
-    WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $(($1 + 30)) wrk -t2 -c"$CONNS" -d"$1s" --latency -s "$LUA" \
+    WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $(($1 + 30)) wrk -t2 -c"$conns" -d"$1s" --latency -s "$LUA" \
       "http://127.0.0.1:$PORT_HTTP" 2>&1 | sed -n 's/^WRKJSON //p'
     return
   fi
-  timeout $(($1 + 30)) h2load -t 2 -c "$CONNS" -m "$STREAMS" -D "$1" -d "$WORK/body.bin" -H 'content-type: application/grpc' \
+  timeout $(($1 + 30)) h2load -t 2 -c "$conns" -m "$streams" -D "$1" -d "$WORK/body.bin" -H 'content-type: application/grpc' \
     -H 'te: trailers' -H "authorization: Basic $basic" "http://127.0.0.1:$PORT_GRPC/tessera.v1.TokenService/$method" 2>&1 \
     | python3 -c '
 import json, re, sys
@@ -98,7 +102,9 @@ run() {
   cc=$(client --name bench); rs=$(client --name rs --capability introspect); ex=$(client --name shop --tenant shop --act-as tenant)
   id=$(json_field client_id <<< "$cc"); secret=$(json_field client_secret <<< "$cc")
   token=$(curl -fs -u "$id:$secret" -d grant_type=client_credentials "http://127.0.0.1:$PORT_HTTP/oauth2/token" | json_field access_token)
-  case $OP in
+  local op=$OP conns=$CONNS streams=$STREAMS
+  [ "${label:0:1}" = B ] && { op=$B_OP; conns=$B_CONNS; streams=$B_STREAMS; }
+  case $op in
     client_credentials) path=/oauth2/token; body="grant_type=client_credentials&scope=api%3Aread" ;;
     introspection) path=/oauth2/introspect; body="token=$token&token_type_hint=access_token"; cc=$rs ;;
     exchange) path=/oauth2/token; cc=$ex
@@ -106,7 +112,7 @@ run() {
     grpc_issue) method=IssueToken; grpc_body "$WORK/body.bin" 1=api:read ;;
     grpc_introspect) method=Introspect; grpc_body "$WORK/body.bin" "1=$token"; cc=$rs ;;
     grpc_exchange) method=ExchangeForUser; grpc_body "$WORK/body.bin" 1=alice 2=api:read; cc=$ex ;;
-    *) echo "unknown operation $OP" >&2; exit 2 ;;
+    *) echo "unknown operation $op" >&2; exit 2 ;;
   esac
   basic=$(printf '%s:%s' "$(json_field client_id <<< "$cc")" "$(json_field client_secret <<< "$cc")" | base64 -w0)
   load 2 >/dev/null || true
