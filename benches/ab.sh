@@ -146,7 +146,7 @@ postgres_ticks() {
   awk '$2 == "(postgres)" {t += $14 + $15} END {print t + 0}' /proc/[0-9]*/stat 2>/dev/null
 }
 audit_groups() {
-  curl -fs "http://127.0.0.1:$PORT_OPS/metrics" | awk '/^tessera_audit_batch_records_count/ {c=$2} /^tessera_audit_batch_records_sum/ {s=$2} END {print c+0, s+0}'
+  { curl -fs "http://127.0.0.1:$PORT_OPS/metrics" || true; } | awk '/^tessera_audit_batch_records_count/ {c=$2} /^tessera_audit_batch_records_sum/ {s=$2} END {print c+0, s+0}'
 }
 
 echo -e "run\treq/s\tp99 ms (h2load: mean)\tCPU µs/req\tuser\tsystem\taudit writer\taudit group\tPostgreSQL\terrors"
