@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interleaved A/B comparison of two server binaries (or one binary in two configurations), the
-# method behind the "What changed" figures in benches/HISTORY.md: each run starts a fresh server on a new
-# SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -cCONNS` (CONNS 64 unless set);
+# method behind the "What changed" figures in benches/HISTORY.md: each run starts a fresh server
+# on a new SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -cCONNS` (CONNS 64 unless
+# set);
 # A and B alternate, PAIRS times, so a drift in the machine's speed hits both alike. Server CPU
 # per request comes from /proc/PID/stat (user and system apart), with the share of the audit
 # writer's thread beside it, the mean audit group (records per commit, from /metrics) and, with
