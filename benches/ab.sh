@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Interleaved A/B comparison of two server binaries (or one binary in two configurations), the
-# method behind the "What changed" figures in benches/HISTORY.md: each run starts a fresh server
-# on a new SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -cCONNS` (CONNS 64 unless
-# set);
-# A and B alternate, PAIRS times, so a drift in the machine's speed hits both alike. Server CPU
-# per request comes from /proc/PID/stat (user and system apart), with the share of the audit
+# method behind the "What changed" figures in benches/HISTORY.md: each run starts a fresh server on
+# a new SQLite file, warms up for 2 s, then measures SECS of `wrk -t2 -cCONNS` (CONNS 64 unless
+# set); A and B alternate, PAIRS times, so a drift in the machine's speed hits both alike. Server
+# CPU per request comes from /proc/PID/stat (user and system apart), with the share of the audit
 # writer's thread beside it, the mean audit group (records per commit, from /metrics) and, with
-# DB=pg, the CPU of PostgreSQL's processes per request. Everything runs on 127.0.0.1; every run
-# is bounded.
+# DB=pg, the CPU of PostgreSQL's processes per request. Everything runs on 127.0.0.1; every run is
+# bounded.
 #
 #   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
 #   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
