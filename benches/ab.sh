@@ -132,7 +132,7 @@ group = f"{(r1 - r0) / (c1 - c0):.1f}" if c1 > c0 else "-"
 print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{us(a1 - a0):.1f}\t{group}\t{us(p1 - p0):.1f}\t{w["non2xx"] + w["socket_errors"]}')
 PY
 }
-# The audit writer's thread: its CPU ticks (user + system), and its group commits and records so far.
+# The audit writer's thread: its CPU ticks (user + system).
 audit_ticks() {
   local t
   for t in /proc/"$PID"/task/*; do
@@ -145,6 +145,7 @@ postgres_ticks() {
   [ "$DB" = pg ] || { echo 0; return; }
   awk '$2 == "(postgres)" {t += $14 + $15} END {print t + 0}' /proc/[0-9]*/stat 2>/dev/null
 }
+# The audit writer's group commits and the records in them so far, from /metrics (0 0 if unreadable).
 audit_groups() {
   { curl -fs "http://127.0.0.1:$PORT_OPS/metrics" || true; } | awk '/^tessera_audit_batch_records_count/ {c=$2} /^tessera_audit_batch_records_sum/ {s=$2} END {print c+0, s+0}'
 }
