@@ -1,4 +1,5 @@
 //! Signing keys, JWT signing and verification, the key-encryption key and client secrets.
+pub mod digest;
 pub mod jwt;
 pub mod kek;
 pub mod keys;

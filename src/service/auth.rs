@@ -1,4 +1,4 @@
-//! Client authentication (RFC 6749 §2.3.1). The steady path costs a BLAKE3 digest and a map lookup:
+//! Client authentication (RFC 6749 §2.3.1). The steady path costs a digest and a map lookup:
 //! argon2 runs only for a secret this replica has not verified yet.
 use std::sync::Arc;
 

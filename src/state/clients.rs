@@ -13,12 +13,13 @@ use crate::domain::Client;
 /// or two while rotating).
 const MAX_CACHED_PER_CLIENT: usize = 4;
 
-pub type SecretDigest = [u8; 32];
+pub type SecretDigest = crate::crypto::digest::Digest256;
 
-/// BLAKE3 of a presented secret: the cache key, never the secret itself. Secrets carry 256
-/// random bits, so the digest reveals nothing usable. (In memory only, like the token digests.)
+/// The digest of a presented secret ([`crate::crypto::digest`]): the cache key, never the secret
+/// itself. Secrets carry 256 random bits, so the digest reveals nothing usable. (In memory only,
+/// like the token digests.)
 pub fn secret_digest(secret: &str) -> SecretDigest {
-    blake3::hash(secret.as_bytes()).into()
+    crate::crypto::digest::digest256(secret.as_bytes())
 }
 
 #[derive(Debug)]
