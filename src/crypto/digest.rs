@@ -13,22 +13,17 @@ pub type Digest256 = [u8; 32];
 
 /// The cache digest of `data`, with the function chosen for this CPU at first use.
 pub fn digest256(data: &[u8]) -> Digest256 {
-    (algorithm().function)(data)
+    static CHOSEN: OnceLock<fn(&[u8]) -> Digest256> = OnceLock::new();
+    CHOSEN.get_or_init(|| if has_sha_instructions() { sha256 } else { blake3 })(data)
 }
 
-/// The function [`digest256`] uses in this process.
-pub fn algorithm() -> &'static Algorithm {
-    static CHOSEN: OnceLock<&'static Algorithm> = OnceLock::new();
-    CHOSEN.get_or_init(|| if has_sha_instructions() { &SHA256 } else { &BLAKE3 })
+fn sha256(data: &[u8]) -> Digest256 {
+    sha2::Sha256::digest(data).into()
 }
 
-pub struct Algorithm {
-    pub name: &'static str,
-    pub function: fn(&[u8]) -> Digest256,
+fn blake3(data: &[u8]) -> Digest256 {
+    blake3::hash(data).into()
 }
-
-pub static SHA256: Algorithm = Algorithm { name: "SHA-256", function: |data| sha2::Sha256::digest(data).into() };
-pub static BLAKE3: Algorithm = Algorithm { name: "BLAKE3", function: |data| blake3::hash(data).into() };
 
 fn has_sha_instructions() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -50,10 +45,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digest_is_the_chosen_function_of_the_whole_input() {
+    fn digest_is_the_function_for_this_cpu_over_the_whole_input() {
         let token = "eyJhbGciOiJFZERTQSJ9.".repeat(25);
-        let chosen = algorithm();
-        assert_eq!(digest256(token.as_bytes()), (chosen.function)(token.as_bytes()));
+        let expected = if has_sha_instructions() { sha256(token.as_bytes()) } else { blake3(token.as_bytes()) };
+        assert_eq!(digest256(token.as_bytes()), expected);
         // Every byte counts: the last one changed gives another digest.
         let mut other = token.clone().into_bytes();
         *other.last_mut().unwrap() ^= 1;
@@ -63,8 +58,8 @@ mod tests {
     #[test]
     fn both_functions_are_the_standard_ones() {
         // SHA-256("abc") (FIPS 180-2, appendix B.1) and BLAKE3("abc") (the reference output).
-        assert_eq!(hex((SHA256.function)(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(hex((BLAKE3.function)(b"abc")), "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(hex(sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hex(blake3(b"abc")), "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
     }
 
     fn hex(d: Digest256) -> String {
