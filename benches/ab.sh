@@ -5,8 +5,9 @@
 # set); A and B alternate, PAIRS times, so a drift in the machine's speed hits both alike. Server
 # CPU per request comes from /proc/PID/stat (user and system apart), with the share of the audit
 # writer's thread beside it, the mean audit group (records per commit, from /metrics) and, with
-# DB=pg, the CPU of PostgreSQL's processes per request. Everything runs on 127.0.0.1; every run is
-# bounded.
+# DB=pg, the CPU of PostgreSQL's processes per request; the last column is the load generator's
+# own CPU per request (wrk or h2load, on the same cores). Everything runs on 127.0.0.1; every run
+# is bounded.
 #
 #   benches/ab.sh OLD_BINARY NEW_BINARY [client_credentials|introspection|exchange]
 #   A_ENV="TESSERA_AUDIT=off" benches/ab.sh target/release/tessera target/release/tessera   # one binary, two settings
@@ -56,8 +57,13 @@ for arg in sys.argv[2:]:
 open(sys.argv[1], "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
 PY
 }
-# load SECONDS: one run of wrk or h2load against the server; prints one JSON line.
+# load SECONDS: one run of wrk or h2load against the server; prints one JSON line, and leaves
+# the load generator's own CPU seconds (user system) in $WORK/generator.
 load() {
+  local TIMEFORMAT='%U %S'
+  { time generate "$1" ; } 2> "$WORK/generator"
+}
+generate() {
   if [ -z "$method" ]; then
     WRK_PATH=$path WRK_BODY=$body WRK_BASIC=$basic timeout $(($1 + 30)) wrk -t2 -c"$conns" -d"$1s" --latency -s "$LUA" \
       "http://127.0.0.1:$PORT_HTTP" 2>&1 | sed -n 's/^WRKJSON //p'
@@ -121,15 +127,16 @@ run() {
   out=$(load "$SECS")
   after="$(awk '{print $14, $15}' "/proc/$PID/stat") $(audit_ticks) $(postgres_ticks)"; groups1=$(audit_groups)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-  python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$groups0" "$groups1" <<'PY' | tee -a "$WORK/results"
+  python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$groups0" "$groups1" "$(cat "$WORK/generator")" <<'PY' | tee -a "$WORK/results"
 import json, sys
 label, w, hz = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[5])
+generator = sum(map(float, sys.argv[8].split())) * 1e6 / max(w["requests"], 1)
 (u0, s0, a0, p0), (u1, s1, a1, p1) = (map(int, sys.argv[i].split()) for i in (3, 4))
 (c0, r0), (c1, r1) = (map(float, sys.argv[i].split()) for i in (6, 7))
 n = max(w["requests"], 1)
 us = lambda ticks: ticks / hz * 1e6 / n
 group = f"{(r1 - r0) / (c1 - c0):.1f}" if c1 > c0 else "-"
-print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{us(a1 - a0):.1f}\t{group}\t{us(p1 - p0):.1f}\t{w["non2xx"] + w["socket_errors"]}')
+print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{us(a1 - a0):.1f}\t{group}\t{us(p1 - p0):.1f}\t{generator:.1f}\t{w["non2xx"] + w["socket_errors"]}')
 PY
 }
 # The audit writer's thread: its CPU ticks (user + system).
@@ -150,7 +157,7 @@ audit_groups() {
   { curl -fs "http://127.0.0.1:$PORT_OPS/metrics" || true; } | awk '/^tessera_audit_batch_records_count/ {c=$2} /^tessera_audit_batch_records_sum/ {s=$2} END {print c+0, s+0}'
 }
 
-echo -e "run\treq/s\tp99 ms (h2load: mean)\tCPU µs/req\tuser\tsystem\taudit writer\taudit group\tPostgreSQL\terrors"
+echo -e "run\treq/s\tp99 ms (h2load: mean)\tCPU µs/req\tuser\tsystem\taudit writer\taudit group\tPostgreSQL\tgenerator\terrors"
 for i in $(seq 1 "$PAIRS"); do
   run "A$i" "$A" "${A_ENV[@]}"
   run "B$i" "$B" "${B_ENV[@]}"
@@ -161,9 +168,10 @@ rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
 for side in "AB":
     r = [x for x in rows if x[0].startswith(side)]
     rps = [float(x[1]) for x in r]; cpu = [float(x[3]) for x in r]; p99 = [float(x[2]) for x in r]
-    audit = [float(x[6]) for x in r]; pg = [float(x[8]) for x in r]
+    audit = [float(x[6]) for x in r]; pg = [float(x[8]) for x in r]; gen = [float(x[9]) for x in r]
     print(f"{side}: median {statistics.median(rps):.0f} req/s [{min(rps):.0f}-{max(rps):.0f}], "
           f"{statistics.median(cpu):.1f} µs/req [{min(cpu):.1f}-{max(cpu):.1f}], p99 median {statistics.median(p99):.2f} ms, "
           f"audit writer {statistics.median(audit):.1f} µs/req"
-          + (f", PostgreSQL {statistics.median(pg):.1f} µs/req" if any(pg) else ""))
+          + (f", PostgreSQL {statistics.median(pg):.1f} µs/req" if any(pg) else "")
+          + f", load generator {statistics.median(gen):.1f} µs/req")
 PY
