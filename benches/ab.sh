@@ -130,10 +130,11 @@ run() {
   python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$groups0" "$groups1" "$(cat "$WORK/generator")" <<'PY' | tee -a "$WORK/results"
 import json, sys
 label, w, hz = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[5])
-generator = sum(map(float, sys.argv[8].split())) * 1e6 / max(w["requests"], 1)
 (u0, s0, a0, p0), (u1, s1, a1, p1) = (map(int, sys.argv[i].split()) for i in (3, 4))
 (c0, r0), (c1, r1) = (map(float, sys.argv[i].split()) for i in (6, 7))
 n = max(w["requests"], 1)
+# The shell's `time` line is the last of the generator's stderr.
+generator = sum(map(float, sys.argv[8].splitlines()[-1].split())) * 1e6 / n
 us = lambda ticks: ticks / hz * 1e6 / n
 group = f"{(r1 - r0) / (c1 - c0):.1f}" if c1 > c0 else "-"
 print(f'{label}\t{w["rps"]:.0f}\t{w["p99_us"] / 1000:.2f}\t{us(u1 - u0 + s1 - s0):.1f}\t{us(u1 - u0):.1f}\t{us(s1 - s0):.1f}\t{us(a1 - a0):.1f}\t{group}\t{us(p1 - p0):.1f}\t{generator:.1f}\t{w["non2xx"] + w["socket_errors"]}')
