@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the profile that release builds are optimised with (.cargo/tessera.profdata, read
-# through `-Cprofile-use` in .cargo/config.toml): builds an instrumented server, runs it under the
+# Regenerates the profile that release builds are optimised with (.cargo/tessera.profdata, which
+# the rustc wrapper .cargo/rustc-pgo passes to `-C profile-use`): builds an instrumented server, runs it under the
 # benchmark workloads of benches/ab.sh (REST and gRPC issuance, introspection and exchange on
 # SQLite, issuance and exchange on PostgreSQL), and merges what it recorded. Run it after changes
 # to the hot paths or to the dependencies; a stale profile still builds (functions it does not
@@ -17,8 +17,8 @@ profdata() { find "$(rustc --print sysroot)" -name llvm-profdata -type f 2>/dev/
 RAW=$(mktemp -d)
 trap 'rm -rf "$RAW"' EXIT
 
-# RUSTFLAGS replaces the configuration's rustflags, so the instrumented build does not read the
-# old profile. Its own target directory keeps the normal release build untouched.
+# The wrapper passes instrumented builds (`-C profile-generate`) through without the old profile.
+# Their own target directory keeps the normal release build untouched.
 RUSTFLAGS="-Cprofile-generate=$RAW" cargo build --release --locked --bin tessera --target-dir target/pgo-generate
 BIN=target/pgo-generate/release/tessera
 
