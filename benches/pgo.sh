@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the profile that release builds are optimised with (.cargo/tessera.profdata, which
-# the rustc wrapper .cargo/rustc-pgo passes to `-C profile-use`): builds an instrumented server, runs it under the
-# benchmark workloads of benches/ab.sh (REST and gRPC issuance, introspection and exchange on
-# SQLite, issuance and exchange on PostgreSQL), and merges what it recorded. Run it after changes
+# the rustc wrapper .cargo/rustc-pgo passes to `-C profile-use`): builds an instrumented server,
+# runs it under the benchmark workloads of benches/ab.sh (REST and gRPC issuance, introspection
+# and exchange on SQLite, issuance and exchange on PostgreSQL), and merges what it recorded. Run it after changes
 # to the hot paths or to the dependencies; a stale profile still builds (functions it does not
 # match are optimised without it), it only helps less. Everything runs on 127.0.0.1.
 #
