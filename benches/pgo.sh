@@ -2,9 +2,10 @@
 # Regenerates the profile that release builds are optimised with (.cargo/tessera.profdata, which
 # the rustc wrapper .cargo/rustc-pgo passes to `-C profile-use`): builds an instrumented server,
 # runs it under the benchmark workloads of benches/ab.sh (REST and gRPC issuance, introspection
-# and exchange on SQLite, issuance and exchange on PostgreSQL), and merges what it recorded. Run it after changes
-# to the hot paths or to the dependencies; a stale profile still builds (functions it does not
-# match are optimised without it), it only helps less. Everything runs on 127.0.0.1.
+# and exchange on SQLite, issuance and exchange on PostgreSQL), and merges what it recorded. Run
+# it after changes to the hot paths or to the dependencies; a stale profile still builds
+# (functions it does not match are optimised without it), it only helps less. Everything runs on
+# 127.0.0.1.
 #
 #   benches/pgo.sh            # about 10 minutes: one instrumented release build, then the loads
 #   SECS=2 benches/pgo.sh     # shorter loads
@@ -19,7 +20,8 @@ trap 'rm -rf "$RAW"' EXIT
 
 # The wrapper passes instrumented builds (`-C profile-generate`) through without the old profile.
 # Their own target directory keeps the normal release build untouched.
-RUSTFLAGS="-Cprofile-generate=$RAW" cargo build --release --locked --bin tessera --target-dir target/pgo-generate
+RUSTFLAGS="-Cprofile-generate=$RAW" cargo build --release --locked --bin tessera \
+  --target-dir target/pgo-generate
 BIN=target/pgo-generate/release/tessera
 
 # One run of each operation on each side of ab.sh (A and B are the same binary here). The
