@@ -16,7 +16,8 @@
 #   STREAMS=8 CONNS=8 benches/ab.sh OLD NEW grpc_issue   # gRPC through h2load (grpc_issue, grpc_introspect,
 #                                                          # grpc_exchange): CONNS connections x STREAMS calls each
 #   SCALE_SIDE=B benches/ab.sh BIN BIN   # SQLite: B's database also holds 100,000 clients and 1,000,000
-#                                        # revoked-but-unexpired token ids (benches/scale_seed.py)
+#                                        # revoked-but-unexpired token ids (benches/scale_seed.py);
+#                                        # SCALE_SIDE=AB: both sides
 #   B_OP=grpc_issue B_CONNS=8 B_STREAMS=8 benches/ab.sh BIN BIN client_credentials
 #                                        # one binary, two operations: REST issuance against gRPC
 #                                        # IssueToken multiplexed, interleaved
@@ -96,7 +97,7 @@ run() {
     TESSERA_GRPC_ADDR=127.0.0.1:$PORT_GRPC TESSERA_OPS_ADDR=127.0.0.1:$PORT_OPS TESSERA_ISSUER=http://127.0.0.1:$PORT_HTTP
     TESSERA_KEY_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)")
   env "${env[@]}" "$bin" migrate >/dev/null 2>&1
-  if [ "$DB" = sqlite ] && [ "${label:0:1}" = "$SCALE_SIDE" ]; then
+  if [ "$DB" = sqlite ] && [ -n "$SCALE_SIDE" ] && [[ "$SCALE_SIDE" == *"${label:0:1}"* ]]; then
     env "${env[@]}" "$bin" client create --name seed >/dev/null 2>&1
     python3 benches/scale_seed.py "$WORK/db/t.db"
   fi
