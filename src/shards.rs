@@ -86,6 +86,21 @@ impl Home {
     }
 }
 
+/// Keeps a timer pending on the shard's runtime, so that registering each request's timeout does
+/// not wake the runtime's own driver. Tokio unparks a runtime's driver (an eventfd write) whenever
+/// a timer is registered while no timer was pending when the driver last parked; a shard with
+/// nothing in flight parks with no timer, so every request's timeout (REST's and gRPC's, both
+/// [`REQUEST_TIMEOUT`](crate::http::REQUEST_TIMEOUT)) cost a `write(2)` on the shard's own
+/// thread, and a spurious return from its next `epoll_wait`. A timer always due before any
+/// request's deadline leaves nothing to wake for; it fires twice per timeout, on an idle server too.
+async fn hold_timer() {
+    let mut tick = tokio::time::interval(crate::http::REQUEST_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 struct Shard {
     connections: mpsc::UnboundedSender<Handoff>,
     open: Arc<AtomicUsize>,
@@ -130,6 +145,7 @@ where
                 }
                 let result = builder.build().with_context(|| format!("{name} thread's runtime")).and_then(|runtime| {
                     Home::install(&runtime);
+                    runtime.spawn(hold_timer());
                     runtime.block_on(async move {
                         // Each connection joins this shard's reactor as it arrives.
                         let incoming = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
