@@ -150,7 +150,8 @@ impl GroupWriter {
 
 /// The audit writer's connection to an SQLite file, opened lazily (and again after an I/O
 /// error) on the writer's thread, with the pool's settings: WAL, set on the file by the pool,
-/// `synchronous=FULL`, the same busy timeout.
+/// `synchronous=FULL`, the same busy timeout. It writes the WAL through
+/// [`super::wal_buffer`]: one `pwrite` per group commit.
 pub struct AuditFile {
     path: std::path::PathBuf,
     conn: Option<rusqlite::Connection>,
@@ -165,9 +166,8 @@ impl AuditFile {
         if self.conn.is_none() {
             use rusqlite::OpenFlags;
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = rusqlite::Connection::open_with_flags(&self.path, flags).map_err(sqlite_err)?;
+            let conn = super::wal_buffer::open(&self.path, flags).map_err(sqlite_err)?;
             conn.busy_timeout(super::SQLITE_BUSY_TIMEOUT).map_err(sqlite_err)?;
-            conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_err)?;
             conn.set_prepared_statement_cache_capacity(TIERS);
             self.conn = Some(conn);
         }

@@ -8,6 +8,8 @@ pub mod entities;
 pub mod grants;
 pub mod keys;
 pub mod revocations;
+#[allow(unsafe_code)]
+mod wal_buffer;
 
 use std::time::Duration;
 
