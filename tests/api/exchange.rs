@@ -579,7 +579,8 @@ async fn audit_wal_frames_reach_the_file_in_one_write_per_commit() {
     let mut target = store.group_writer();
     let mut all = Vec::new();
     // A lone record, a usual group, a full statement, a transaction of several statements and
-    // about 3 MiB (three times the buffer), then usual groups again after the WAL was emptied.
+    // about 3 MiB (the buffer passes on 128 KiB at most), then usual groups again after the WAL
+    // was emptied.
     for (round, size) in [1, 24, 512, 1500, 24, 7].into_iter().enumerate() {
         let group: Vec<AuditRecord> = (0..size)
             .map(|i| AuditRecord {
