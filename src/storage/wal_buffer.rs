@@ -201,10 +201,14 @@ macro_rules! forward {
 }
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
-    let rc = after_flush!(file, xClose, ffi::SQLITE_OK);
+    let (wal, methods) = unsafe { parts(file) };
+    // The underlying file is closed whatever the flush returns: SQLite forgets this one either
+    // way, and an early return would leak its descriptor and locks.
+    let flushed = unsafe { wal.flush(methods) };
+    let closed = methods.xClose.map_or(ffi::SQLITE_OK, |close| unsafe { close(wal.real) });
     // SQLite frees the allocation; the buffer is ours to drop.
-    unsafe { std::ptr::drop_in_place(&mut (*file.cast::<WalFile>()).pending) };
-    rc
+    unsafe { std::ptr::drop_in_place(&mut wal.pending) };
+    if flushed != ffi::SQLITE_OK { flushed } else { closed }
 }
 
 unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amount: c_int, offset: i64) -> c_int {
