@@ -21,6 +21,10 @@
 #   B_OP=grpc_issue B_CONNS=8 B_STREAMS=8 benches/ab.sh BIN BIN client_credentials
 #                                        # one binary, two operations: REST issuance against gRPC
 #                                        # IssueToken multiplexed, interleaved
+#   PERF_DIR=/tmp/prof PAIRS=1 benches/ab.sh BIN BIN   # also `perf record -g` the server through
+#                                        # each measurement (PERF_DIR/A1.data, ...) and print where
+#                                        # its CPU went (benches/perf_buckets.py); perf slows the
+#                                        # server, so compare throughput without it
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); OP=${3:-client_credentials}
 PAIRS=${PAIRS:-3}; SECS=${SECS:-6}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-1}; DB=${DB:-sqlite}; SCALE_SIDE=${SCALE_SIDE:-}
@@ -32,6 +36,10 @@ LUA=$PWD/benches/post_form.lua
 PORT_HTTP=${PORT_HTTP:-3600} PORT_GRPC=${PORT_GRPC:-3601} PORT_OPS=${PORT_OPS:-3602}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
+if [ -n "${PERF_DIR:-}" ]; then
+  command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
+  mkdir -p "$PERF_DIR"; PERF_DIR=$(realpath "$PERF_DIR"); rm -f "$PERF_DIR"/[AB]*.data
+fi
 WORK=$(mktemp -d)
 PID=""
 cleanup() {
@@ -125,7 +133,13 @@ run() {
   load 2 >/dev/null || true
   local before after out groups0 groups1
   before="$(awk '{print $14, $15}' "/proc/$PID/stat") $(audit_ticks) $(postgres_ticks)"; groups0=$(audit_groups)
+  local perf_pid=""
+  if [ -n "${PERF_DIR:-}" ]; then
+    timeout $((SECS + 30)) perf record -q -F "${PERF_FREQ:-2999}" -g -o "$PERF_DIR/$label.data" -p "$PID" -- sleep "$SECS" \
+      >/dev/null 2>&1 & perf_pid=$!
+  fi
   out=$(load "$SECS")
+  [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
   after="$(awk '{print $14, $15}' "/proc/$PID/stat") $(audit_ticks) $(postgres_ticks)"; groups1=$(audit_groups)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$groups0" "$groups1" "$(cat "$WORK/generator")" <<'PY' | tee -a "$WORK/results"
@@ -177,3 +191,6 @@ for side in "AB":
           + (f", PostgreSQL {statistics.median(pg):.1f} µs/req" if any(pg) else "")
           + f", load generator {statistics.median(gen):.1f} µs/req")
 PY
+if [ -n "${PERF_DIR:-}" ]; then
+  for f in "$PERF_DIR"/[AB]*.data; do python3 benches/perf_buckets.py "$f"; done
+fi
