@@ -139,7 +139,7 @@ run() {
       >/dev/null 2>&1 & perf_pid=$!
   fi
   out=$(load "$SECS")
-  [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
+  if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
   after="$(awk '{print $14, $15}' "/proc/$PID/stat") $(audit_ticks) $(postgres_ticks)"; groups1=$(audit_groups)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   python3 - "$label" "$out" "$before" "$after" "$(getconf CLK_TCK)" "$groups0" "$groups1" "$(cat "$WORK/generator")" <<'PY' | tee -a "$WORK/results"
