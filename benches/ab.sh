@@ -192,5 +192,9 @@ for side in "AB":
           + f", load generator {statistics.median(gen):.1f} µs/req")
 PY
 if [ -n "${PERF_DIR:-}" ]; then
-  for f in "$PERF_DIR"/[AB]*.data; do python3 benches/perf_buckets.py "$f"; done
+  for f in "$PERF_DIR"/[AB]*.data; do
+    # perf's own errors went to /dev/null: a run it could not record (perf_event_paranoid, say)
+    # has no file, and says so rather than failing the whole comparison at the end.
+    if [ -s "$f" ]; then python3 benches/perf_buckets.py "$f"; else echo "no perf profile in $f" >&2; fi
+  done
 fi
