@@ -158,6 +158,9 @@ impl Application {
             .timeout(crate::http::REQUEST_TIMEOUT)
             .http2_max_header_list_size(u32::try_from(crate::http::MAX_HEADER_BYTES).unwrap_or(16 * 1024))
             .layer(ObserveLayer(Transport::Grpc))
+            .layer(tower::util::MapResponseLayer::new(
+                grpc::status::size_limit_as_resource_exhausted::<tonic::body::Body>,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

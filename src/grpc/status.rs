@@ -1,4 +1,5 @@
 //! The error enum mapped exhaustively to gRPC status codes. Server-side failures go out opaque.
+use http::HeaderValue;
 use tonic::{Code, Status};
 
 use crate::domain::Error;
@@ -30,4 +31,17 @@ pub fn to_status(err: Error, operation: &str) -> Status {
         status.metadata_mut().insert("retry-after", v);
     }
     status
+}
+
+/// gRPC's status code table (grpc/grpc, doc/statuscodes.md) gives RESOURCE_EXHAUSTED for "sent or
+/// received message was larger than configured limit" and lists OUT_OF_RANGE among the codes the
+/// library never generates; tonic answers a request over `max_decoding_message_size` with
+/// OUT_OF_RANGE. Tessera's own errors never use OUT_OF_RANGE (`code_of`), so a response carrying it
+/// is tonic's: it goes out as RESOURCE_EXHAUSTED, with tonic's message. Such errors are
+/// trailers-only responses, their status in the headers; successes carry theirs in the trailers.
+pub fn size_limit_as_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    if resp.headers().get("grpc-status").is_some_and(|code| code == "11") {
+        resp.headers_mut().insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    resp
 }

@@ -1805,7 +1805,7 @@ async fn hostile_grpc() {
     };
     for (input, n) in [("64 KiB + 1 byte", MAX_MESSAGE + 1), ("1 MiB", 1 << 20), ("8 MiB", 8 << 20)] {
         for msg in over(n) {
-            g.run(&mut tally, class, input, msg, Meta::Default, GExpect::Code(Code::OutOfRange, "")).await;
+            g.run(&mut tally, class, input, msg, Meta::Default, GExpect::Code(Code::ResourceExhausted, "")).await;
         }
     }
     let many_scopes = (0..12_000).map(|i| format!("s{i}")).collect::<Vec<_>>();
@@ -1815,7 +1815,7 @@ async fn hostile_grpc() {
         "12,000 scope strings (over 64 KiB)",
         Msg::Issue(pb::IssueTokenRequest { scope: many_scopes, audience: vec![] }),
         Meta::Default,
-        GExpect::Code(Code::OutOfRange, ""),
+        GExpect::Code(Code::ResourceExhausted, ""),
     )
     .await;
     // Just under the limit: the message is decoded and refused on its merits.
