@@ -15,9 +15,11 @@ The partner client must have the scopes orders:read and orders:write and --act-a
 resource server the introspect capability. Prints one line per check and never a token or a
 secret; exits 1 if any check failed.
 """
+import atexit
 import base64
 import importlib
 import pathlib
+import shutil
 import sys
 import tempfile
 
@@ -30,6 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def load_stubs():
     """tessera_pb2 and tessera_pb2_grpc, compiled from proto/ into a temporary directory."""
     out = tempfile.mkdtemp(prefix="tessera-grpc-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     proto_include = pathlib.Path(protoc.__file__).parent / "_proto"
     rc = protoc.main([
         "protoc", f"-I{ROOT / 'proto'}", f"-I{proto_include}", f"--python_out={out}",
