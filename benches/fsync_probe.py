@@ -17,12 +17,19 @@ FILE_BYTES = 4 << 20
 
 
 def main():
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else 5120
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    try:
+        size = int(sys.argv[1]) if len(sys.argv) > 1 else 5120
+        count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    except ValueError:
+        sys.exit(__doc__.strip().splitlines()[-1].strip())
     path = sys.argv[3] if len(sys.argv) > 3 else "/tmp/tessera-fsync-probe.dat"
     if not 0 < size < FILE_BYTES or not 0 < count <= 1_000_000:
         sys.exit("SIZE must be between 1 and 4 MiB, COUNT between 1 and 1,000,000")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        # Never an existing file: the probe overwrites and then deletes what it opens.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        sys.exit(f"cannot create {path}: {e.strerror} (remove a file left by an interrupted run)")
     try:
         # Written and flushed once first, as SQLite reuses its WAL file: later syncs carry data only.
         os.pwrite(fd, bytes(FILE_BYTES), 0)
