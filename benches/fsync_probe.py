@@ -8,6 +8,7 @@ machine or beside a load.
 
   python3 benches/fsync_probe.py [SIZE=5120] [COUNT=2000] [PATH=/tmp/tessera-fsync-probe.dat]
 """
+import errno
 import os
 import statistics
 import sys
@@ -29,10 +30,12 @@ def main():
         # Never an existing file: the probe overwrites and then deletes what it opens.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
-        sys.exit(f"cannot create {path}: {e.strerror} (remove a file left by an interrupted run)")
+        hint = " (remove a file left by an interrupted run)" if e.errno == errno.EEXIST else ""
+        sys.exit(f"cannot create {path}: {e.strerror}{hint}")
     try:
         # Written and flushed once first, as SQLite reuses its WAL file: later syncs carry data only.
-        os.pwrite(fd, bytes(FILE_BYTES), 0)
+        if os.pwrite(fd, bytes(FILE_BYTES), 0) != FILE_BYTES:
+            sys.exit(f"cannot fill {path} with 4 MiB: is its filesystem full?")
         os.fsync(fd)
         buf = os.urandom(size)
         lat_us, offset = [], 0
@@ -42,6 +45,9 @@ def main():
             os.fdatasync(fd)
             lat_us.append((time.perf_counter_ns() - t) / 1000)
             offset = (offset + size) % (FILE_BYTES - size)
+    except OSError as e:
+        # A full disk or a filesystem that cannot sync: say so, not a traceback.
+        sys.exit(f"writing {path} failed: {e.strerror}")
     finally:
         os.close(fd)
         os.unlink(path)
